@@ -1,0 +1,1 @@
+"""Robot interface types, serial drivers, protocol codecs and device emulators. Never imports sim/."""
