@@ -19,7 +19,7 @@ sits relative to the base COM, applied as the payload's gravity moment each step
 from __future__ import annotations
 
 import collections
-import time
+from time import perf_counter
 
 import numpy as np
 import pybullet
@@ -81,6 +81,11 @@ class SimRobot:
         self.task = Task()
         self.time_s = 0.0
         """Simulated time since reset (s)."""
+        self.physics_wall_s = 0.0
+        """Wall time spent inside pybullet.stepSimulation, for `bench sim`."""
+        self.physics_steps = 0
+        self.task_version = 0
+        """Bumped whenever the task changes (caches of the task vector key on it)."""
         self.torque_enabled = True
         self._scale = np.ones(n)          # torque scale per joint (motor strength x fault)
         self._locked = np.zeros(n, bool)
@@ -123,6 +128,7 @@ class SimRobot:
         self._command = self._hold_command()
         self._tau[:] = 0.0
         self.task = Task(terrain=task.terrain)
+        self.task_version += 1
         for i in range(len(self.joint_ids)):
             self._unlock(i)
         self.set_dynamics(task.dynamics)
@@ -141,6 +147,7 @@ class SimRobot:
             pos = pybullet.getBasePositionAndOrientation(self.body, physicsClientId=self.client)[0]
             self._build_ground(terrain, origin=(pos[0], pos[1]))
         self.task.terrain = terrain
+        self.task_version += 1
 
     def set_dynamics(self, dynamics: DynamicsSpec) -> None:
         """Change payload, payload offset, motor strength or latency, effective from the next physics step."""
@@ -172,6 +179,7 @@ class SimRobot:
         """Repair every joint."""
         for joint in list(self.task.faults):
             self.set_fault(joint, None)
+        self.task_version += 1
 
     def push(self, force_n: list[float], duration_s: float) -> None:
         """Push the base with a world-frame force (N) for `duration_s`."""
@@ -219,12 +227,14 @@ class SimRobot:
         mask = self._free_mask
         n = self.cfg.decimation if substeps is None else substeps
         dt = self.cfg.physics_dt
+        ids = self.joint_ids
+        any_locked = bool(self._locked.any())
         for _ in range(n):
-            while self._pending and self._pending[0][0] <= self.time_s + 1e-9:
-                self._command = self._pending.popleft()[1]
-            states = pybullet.getJointStates(body, self.joint_ids, physicsClientId=c)
-            q = np.array([s[0] for s in states])
-            qd = np.array([s[1] for s in states])
+            if self._pending and self._pending[0][0] <= self.time_s + 1e-9:
+                while self._pending and self._pending[0][0] <= self.time_s + 1e-9:
+                    self._command = self._pending.popleft()[1]
+            states = pybullet.getJointStates(body, ids, physicsClientId=c)
+            q, qd = np.array([(s[0], s[1]) for s in states]).T
             cmd = self._command
             if self.torque_enabled:
                 tau = cmd.kp * (cmd.position - q) - cmd.kd * qd
@@ -232,22 +242,25 @@ class SimRobot:
                     tau += cmd.kd * cmd.velocity
                 if cmd.torque_ff is not None:
                     tau += cmd.torque_ff
-                limit = self._limit
-                tau = np.minimum(np.maximum(tau * self._scale, -limit), limit)
+                tau *= self._scale
+                np.minimum(tau, self._limit, out=tau)
+                np.maximum(tau, self._neg_limit, out=tau)
             else:
                 tau = np.zeros_like(q)
-            pybullet.setJointMotorControlArray(body, free, pybullet.TORQUE_CONTROL,
-                                               forces=tau[mask].tolist(), physicsClientId=c)
+            forces = tau[mask].tolist() if any_locked else tau.tolist()
+            pybullet.setJointMotorControlArray(body, free, pybullet.TORQUE_CONTROL, forces=forces, physicsClientId=c)
             if self._pushes or self._payload_moment:
                 self._apply_external()
+            t0 = perf_counter()
             pybullet.stepSimulation(physicsClientId=c)
+            self.physics_wall_s += perf_counter() - t0
+            self.physics_steps += 1
             self.time_s += dt
-            if self._locked.any():
+            if any_locked:
                 tau[self._locked] = [states[i][3] for i in np.flatnonzero(self._locked)]
-            self._q, self._qd, self._tau = q, qd, tau
-        states = pybullet.getJointStates(body, self.joint_ids, physicsClientId=c)
-        self._q = np.array([s[0] for s in states])
-        self._qd = np.array([s[1] for s in states])
+            self._tau = tau
+        states = pybullet.getJointStates(body, ids, physicsClientId=c)
+        self._q, self._qd = np.array([(s[0], s[1]) for s in states]).T
 
     def base_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Ground truth for rewards and metrics: position, quaternion (xyzw), world linear and angular velocity."""
@@ -294,6 +307,8 @@ class SimRobot:
         scale[self._locked] = 0.0
         self._scale = scale
         self._limit = self.torque_limits * scale
+        self._neg_limit = -self._limit
+        self.task_version += 1
 
     def _lock(self, i: int) -> None:
         c, jid = self.client, self.joint_ids[i]

@@ -1,0 +1,118 @@
+"""The `metaloco` command line: one entry point, one subcommand per task.
+
+Every `--json` prints one JSON object as its last line. Subcommands import their
+layer lazily, so `metaloco --help` is fast and a missing optional part names itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from metaloco.schema import ConfigError
+
+
+def _print_json(result: dict) -> None:
+    print(json.dumps(result))
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "sim":
+        from metaloco.sim.bench import bench_sim
+
+        print(f"bench sim: {args.seconds:.0f} s per configuration, {args.envs} envs, 1 and {args.workers} workers ...",
+              file=sys.stderr)
+        result = bench_sim(seconds=args.seconds, num_envs=args.envs, workers=args.workers, robot=args.robot)
+    elif args.what == "serial":
+        from metaloco.hardware.bench import run_serial_bench
+
+        result = run_serial_bench(args.protocol, args.seconds)
+    elif args.what == "control":
+        from metaloco.ros_pkgs.bench_control import bench_control
+
+        result = bench_control(rate_hz=args.rate, seconds=args.seconds, model_dir=args.model_dir)
+    elif args.what == "recorder":
+        from metaloco.ros_pkgs.recorder import bench_recorder
+
+        result = bench_recorder(rate_hz=args.rate, seconds=args.seconds)
+    else:
+        raise ValueError(args.what)
+    if args.json:
+        _print_json(result)
+    else:
+        for key, value in result.items():
+            print(f"{key:>28}: {value}")
+    return 0
+
+
+def cmd_scenario(args: argparse.Namespace) -> int:
+    """`metaloco scenario FILE`: validate a scenario and run it with the bare gait generator (no policy)."""
+    import numpy as np
+
+    from metaloco.sim.scenario import load_scenario, run_scenario
+
+    scenario = load_scenario(args.scenario)
+    print(f"{scenario.name}: robot {scenario.robot.name}, {scenario.duration_s} s, {len(scenario.events)} events",
+          file=sys.stderr)
+    trace = run_scenario(scenario, lambda obs, info: np.zeros(len(obs) and scenario.robot.n_joints + 2))
+    result = {"scenario": scenario.name, "steps": len(trace.t), "fell": trace.fell,
+              "distance_m": round(float(trace.base_pos[-1][0] - trace.base_pos[0][0]), 3)}
+    _print_json(result) if args.json else print(result)
+    return 0
+
+
+def _not_yet(issue: int, what: str):
+    def run(args: argparse.Namespace) -> int:
+        print(f"metaloco {what}: not implemented yet (tracked in issue {issue}).", file=sys.stderr)
+        return 2
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metaloco", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    bench = sub.add_parser("bench", help="measure performance: sim, control, serial, recorder")
+    bench.add_argument("what", choices=["sim", "control", "serial", "recorder"])
+    bench.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    bench.add_argument("--seconds", type=float, default=None, help="measuring time")
+    bench.add_argument("--workers", type=int, default=2, help="(sim) worker processes")
+    bench.add_argument("--envs", type=int, default=16, help="(sim) envs per configuration")
+    bench.add_argument("--robot", default="a1", help="(sim) robot name")
+    bench.add_argument("--rate", type=float, default=200.0, help="(control, recorder) loop rate in Hz")
+    bench.add_argument("--protocol", default="dynamixel", choices=["dynamixel", "serial_bridge"], help="(serial)")
+    bench.add_argument("--model-dir", default=None, help="(control) model folder (default: models/a1)")
+    bench.set_defaults(func=cmd_bench)
+
+    scen = sub.add_parser("scenario", help="validate a scenario file and run it with the bare gait generator")
+    scen.add_argument("scenario")
+    scen.add_argument("--json", action="store_true")
+    scen.set_defaults(func=cmd_scenario)
+
+    for name, issue, text in (("train", 3, "meta-train policies"), ("export", 3, "export to ONNX"),
+                              ("eval", 3, "evaluate a method on a scenario"), ("up", 4, "run a launch file"),
+                              ("trial", 6, "run a field trial"), ("report", 6, "regenerate a trial report"),
+                              ("demo", 6, "the README demo")):
+        p = sub.add_parser(name, help=f"{text} (not implemented yet: issue {issue})")
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=_not_yet(issue, name))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "seconds", "unset") is None:
+        args.seconds = {"sim": 10.0, "control": 30.0, "serial": 10.0, "recorder": 60.0}.get(getattr(args, "what", ""), 10.0)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as err:
+        print(f"metaloco: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

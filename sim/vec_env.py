@@ -1,0 +1,175 @@
+"""Many LocomotionEnvs stepped in worker processes, behind rsl_rl's `VecEnv` interface.
+
+Each worker process owns a slice of the envs and steps them in turn; all workers run
+at once, so two workers use both cores. Observations come back as a TensorDict with
+the groups `policy` and `privileged` (rsl-rl-lib's observation groups). Envs reset
+themselves when an episode ends; the returned observation is then the new episode's
+first, and `extras["time_outs"]` tells time limits from falls.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import traceback
+from multiprocessing.connection import Connection
+
+import numpy as np
+import torch
+from rsl_rl.env import VecEnv
+from tensordict import TensorDict
+
+from metaloco.sim.env import EnvConfig, LocomotionEnv
+
+
+def _worker(conn: Connection, cfg: EnvConfig, seeds: list[int]) -> None:
+    """Worker loop: owns `len(seeds)` envs and answers step/reset requests."""
+    try:
+        envs = [LocomotionEnv(cfg, seed=s) for s in seeds]
+        returns = np.zeros(len(envs))
+        lengths = np.zeros(len(envs), dtype=np.int64)
+        while True:
+            cmd, arg = conn.recv()
+            if cmd == "reset":
+                out = [env.reset() for env in envs]
+                conn.send((np.stack([o for o, _ in out]), np.stack([i["privileged"] for _, i in out])))
+            elif cmd == "step":
+                obs, priv = [], []
+                rew = np.zeros(len(envs), np.float32)
+                fell = np.zeros(len(envs), bool)
+                timeout = np.zeros(len(envs), bool)
+                finished = []
+                for k, env in enumerate(envs):
+                    o, r, term, trunc, info = env.step(arg[k])
+                    returns[k] += r
+                    lengths[k] += 1
+                    if term or trunc:
+                        finished.append((returns[k], lengths[k], term))
+                        returns[k], lengths[k] = 0.0, 0
+                        o, info = env.reset()
+                    obs.append(o)
+                    priv.append(info["privileged"])
+                    rew[k], fell[k], timeout[k] = r, term, trunc
+                conn.send((np.stack(obs), np.stack(priv), rew, fell, timeout, finished))
+            elif cmd == "difficulty":
+                for env in envs:
+                    env.set_difficulty(arg)
+                conn.send(None)
+            elif cmd == "stats":
+                conn.send((sum(e.robot.physics_steps for e in envs), sum(e.robot.physics_wall_s for e in envs)))
+            elif cmd == "close":
+                for env in envs:
+                    env.close()
+                conn.send(None)
+                return
+            else:
+                raise ValueError(f"unknown worker command {cmd!r}")
+    except Exception:  # report the worker's failure to the learner instead of hanging it
+        conn.send(("error", traceback.format_exc()))
+
+
+class SubprocVecEnv(VecEnv):
+    """`num_envs` LocomotionEnvs in `workers` processes.
+
+    Args:
+        cfg: Env configuration (shared by all envs).
+        num_envs: Total number of envs.
+        workers: Worker processes (1 per core is the sweet spot).
+        seed: Base seed; env i gets seed + i.
+        device: Torch device of returned tensors.
+    """
+
+    def __init__(self, cfg: EnvConfig, num_envs: int, workers: int = 2, seed: int = 0, device: str = "cpu"):
+        if num_envs < 1 or workers < 1:
+            raise ValueError(f"num_envs and workers must be >= 1, got {num_envs} and {workers}")
+        workers = min(workers, num_envs)
+        self.cfg = cfg
+        self.num_envs = num_envs
+        self.device = device
+        probe = LocomotionEnv(cfg, seed=seed)
+        self.num_actions = probe.n_actions
+        self.num_obs = probe.observation_space.shape[0]
+        self.num_privileged = probe.priv_dim
+        self.obs_layout = probe.obs_layout
+        self.robot_cfg = probe.robot_cfg
+        self.max_episode_length = probe.max_steps
+        self.dt = probe.dt
+        probe.close()
+        self.episode_length_buf = torch.zeros(num_envs, dtype=torch.long)
+        ctx = mp.get_context("spawn")
+        bounds = np.linspace(0, num_envs, workers + 1).astype(int)
+        self._slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+        self._conns, self._procs = [], []
+        for s in self._slices:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, cfg, list(range(seed + s.start, seed + s.stop))),
+                               daemon=True)
+            proc.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(proc)
+        self.completed_returns: list[float] = []
+        self.completed_lengths: list[int] = []
+        self.completed_falls: list[bool] = []
+        self._obs, self._priv = self._gather("reset", [None] * len(self._conns))
+
+    def _gather(self, cmd: str, args: list) -> tuple:
+        for conn, arg in zip(self._conns, args):
+            conn.send((cmd, arg))
+        replies = [conn.recv() for conn in self._conns]
+        for reply in replies:
+            if isinstance(reply, tuple) and len(reply) == 2 and isinstance(reply[0], str) and reply[0] == "error":
+                raise RuntimeError(f"a simulation worker failed:\n{reply[1]}")
+        if cmd == "reset":
+            return (torch.from_numpy(np.concatenate([r[0] for r in replies])),
+                    torch.from_numpy(np.concatenate([r[1] for r in replies])))
+        return replies
+
+    def get_observations(self) -> TensorDict:
+        return TensorDict({"policy": self._obs.to(self.device), "privileged": self._priv.to(self.device)},
+                          batch_size=[self.num_envs], device=self.device)
+
+    def step(self, actions: torch.Tensor) -> tuple[TensorDict, torch.Tensor, torch.Tensor, dict]:
+        acts = actions.detach().cpu().numpy().astype(np.float64)
+        replies = self._gather("step", [acts[s] for s in self._slices])
+        self._obs = torch.from_numpy(np.concatenate([r[0] for r in replies]))
+        self._priv = torch.from_numpy(np.concatenate([r[1] for r in replies]))
+        rew = torch.from_numpy(np.concatenate([r[2] for r in replies]))
+        fell = np.concatenate([r[3] for r in replies])
+        timeout = np.concatenate([r[4] for r in replies])
+        done = fell | timeout
+        for r in replies:
+            for ret, length, f in r[5]:
+                self.completed_returns.append(float(ret))
+                self.completed_lengths.append(int(length))
+                self.completed_falls.append(bool(f))
+        self.episode_length_buf += 1
+        self.episode_length_buf[torch.from_numpy(done)] = 0
+        extras = {"time_outs": torch.from_numpy(timeout).to(self.device), "log": {}}
+        return self.get_observations(), rew.to(self.device), torch.from_numpy(done).to(self.device), extras
+
+    def set_difficulty(self, level: float) -> None:
+        """Curriculum level for tasks drawn at later resets (all envs)."""
+        self._gather("difficulty", [level] * len(self._conns))
+
+    def physics_stats(self) -> tuple[int, float]:
+        """Physics steps taken so far and wall time spent inside pybullet's stepSimulation, over all workers."""
+        replies = self._gather("stats", [None] * len(self._conns))
+        return sum(r[0] for r in replies), sum(r[1] for r in replies)
+
+    def close(self) -> None:
+        for conn in self._conns:
+            try:
+                conn.send(("close", None))
+                conn.recv()
+            except (EOFError, BrokenPipeError, OSError):
+                pass
+        for proc in self._procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+
+    def __enter__(self) -> SubprocVecEnv:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
