@@ -62,6 +62,20 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from metaloco.adaptation.train import train
+
+    out = args.out or f"runs/{args.preset}"
+    print(f"metaloco train: preset {args.preset}, run folder {out} (resumes from its checkpoints)", file=sys.stderr)
+    train(args.preset, out, export=not args.no_export)
+    if args.ship:
+        from metaloco.adaptation.export import ship
+
+        ship(out, args.ship, command=" ".join(["metaloco"] + sys.argv[1:]))
+        print(f"metaloco train: shipped to {args.ship}", file=sys.stderr)
+    return 0
+
+
 def _not_yet(issue: int, what: str):
     def run(args: argparse.Namespace) -> int:
         print(f"metaloco {what}: not implemented yet (tracked in issue {issue}).", file=sys.stderr)
@@ -91,7 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     scen.add_argument("--json", action="store_true")
     scen.set_defaults(func=cmd_scenario)
 
-    for name, issue, text in (("train", 3, "meta-train policies"), ("export", 3, "export to ONNX"),
+    train = sub.add_parser("train", help="meta-train: RMA phases 1 and 2, the robust baseline, the prior, export")
+    train.add_argument("--preset", default="smoke", help="config/train/<preset>.yaml: smoke (seconds) or full")
+    train.add_argument("--out", default=None, help="run folder (default runs/<preset>); an existing one is resumed")
+    train.add_argument("--no-export", action="store_true", help="skip the ONNX export")
+    train.add_argument("--ship", default=None, metavar="DIR", help="also copy the artifacts into DIR (e.g. models/a1)")
+    train.set_defaults(func=cmd_train)
+
+    for name, issue, text in (("export", 3, "export to ONNX"),
                               ("eval", 3, "evaluate a method on a scenario"), ("up", 4, "run a launch file"),
                               ("trial", 6, "run a field trial"), ("report", 6, "regenerate a trial report"),
                               ("demo", 6, "the README demo")):

@@ -76,9 +76,12 @@ class SubprocVecEnv(VecEnv):
         workers: Worker processes (1 per core is the sweet spot).
         seed: Base seed; env i gets seed + i.
         device: Torch device of returned tensors.
+        history_length: If > 0, also return the group `history`: the last `history_length` observations,
+            oldest first, flattened; zeros before the episode's first step (as on the robot at start-up).
     """
 
-    def __init__(self, cfg: EnvConfig, num_envs: int, workers: int = 2, seed: int = 0, device: str = "cpu"):
+    def __init__(self, cfg: EnvConfig, num_envs: int, workers: int = 2, seed: int = 0, device: str = "cpu",
+                 history_length: int = 0):
         if num_envs < 1 or workers < 1:
             raise ValueError(f"num_envs and workers must be >= 1, got {num_envs} and {workers}")
         workers = min(workers, num_envs)
@@ -110,7 +113,10 @@ class SubprocVecEnv(VecEnv):
         self.completed_returns: list[float] = []
         self.completed_lengths: list[int] = []
         self.completed_falls: list[bool] = []
+        self.history_length = history_length
         self._obs, self._priv = self._gather("reset", [None] * len(self._conns))
+        self._history = torch.zeros(num_envs, max(history_length, 1), self.num_obs)
+        self._history[:, -1] = self._obs
 
     def _gather(self, cmd: str, args: list) -> tuple:
         for conn, arg in zip(self._conns, args):
@@ -125,8 +131,10 @@ class SubprocVecEnv(VecEnv):
         return replies
 
     def get_observations(self) -> TensorDict:
-        return TensorDict({"policy": self._obs.to(self.device), "privileged": self._priv.to(self.device)},
-                          batch_size=[self.num_envs], device=self.device)
+        groups = {"policy": self._obs.to(self.device), "privileged": self._priv.to(self.device)}
+        if self.history_length > 0:
+            groups["history"] = self._history.flatten(1).to(self.device)
+        return TensorDict(groups, batch_size=[self.num_envs], device=self.device)
 
     def step(self, actions: torch.Tensor) -> tuple[TensorDict, torch.Tensor, torch.Tensor, dict]:
         acts = actions.detach().cpu().numpy().astype(np.float64)
@@ -137,6 +145,9 @@ class SubprocVecEnv(VecEnv):
         fell = np.concatenate([r[3] for r in replies])
         timeout = np.concatenate([r[4] for r in replies])
         done = fell | timeout
+        self._history = torch.roll(self._history, -1, dims=1)
+        self._history[torch.from_numpy(done)] = 0.0
+        self._history[:, -1] = self._obs
         for r in replies:
             for ret, length, f in r[5]:
                 self.completed_returns.append(float(ret))

@@ -1,0 +1,261 @@
+"""`metaloco train`: RMA meta-training (Kumar et al. 2021) with rsl_rl, resumable.
+
+Phases, each checkpointed every `checkpoint_every` iterations into `OUT/<phase>/`:
+1. `phase1`: PPO (rsl_rl) of pi(obs, mu(privileged)) over the task family, with a
+   curriculum that widens the family while the policy keeps its feet.
+2. `phase2`: rsl_rl Distillation of the adapter phi(history) on the student's own
+   rollouts (DAgger), pi and mu frozen, loss = action MSE + ||z_hat - z||^2.
+3. `robust`: PPO of an obs-only policy on the same family and curriculum, with the same
+   environment-step budget as phases 1 and 2 together (the domain-randomisation baseline).
+4. the prior: z over tasks drawn from the final training distribution (`prior.json`).
+5. export to ONNX (`OUT/export/`), see `export.py`.
+
+Logs: `OUT/<phase>/progress.csv` (one row per checkpoint), and a progress line on stderr.
+Checkpoints hold only tensors and numbers and load with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import yaml
+
+from metaloco.adaptation.networks import RMAActor, RMAStudent
+from metaloco.adaptation.prior import fit_prior
+from metaloco.adaptation.train_config import TrainConfig, load_train_config
+from metaloco.schema import to_dict
+from metaloco.sim.vec_env import SubprocVecEnv
+
+PHASES = ("phase1", "phase2", "robust")
+
+
+@dataclass
+class PhaseResult:
+    iterations: int
+    env_steps: int
+    wall_s: float
+    difficulty: float
+
+
+def _ppo_train_cfg(cfg: TrainConfig, actor: dict, critic_groups: list[str], actor_groups: list[str]) -> dict:
+    p = cfg.ppo
+    return {
+        "num_steps_per_env": cfg.steps_per_env, "save_interval": 10**9,
+        "obs_groups": {"actor": actor_groups, "critic": critic_groups},
+        "algorithm": {"class_name": "PPO", "num_learning_epochs": p.num_learning_epochs,
+                      "num_mini_batches": p.num_mini_batches, "learning_rate": p.learning_rate, "clip_param": 0.2,
+                      "gamma": p.gamma, "lam": p.lam, "value_loss_coef": 1.0, "entropy_coef": p.entropy_coef,
+                      "max_grad_norm": 1.0, "use_clipped_value_loss": True, "schedule": "adaptive",
+                      "desired_kl": p.desired_kl},
+        "actor": actor,
+        "critic": {"class_name": "MLPModel", "hidden_dims": list(cfg.critic_hidden), "activation": "elu",
+                   "obs_normalization": True},
+    }
+
+
+def _actor_cfg(cfg: TrainConfig, rma: bool) -> dict:
+    actor = {"class_name": RMAActor if rma else "MLPModel", "hidden_dims": list(cfg.actor_hidden),
+             "activation": "elu", "obs_normalization": True,
+             "distribution_cfg": {"class_name": "GaussianDistribution", "init_std": cfg.ppo.init_std}}
+    if rma:
+        actor.update(latent_dim=cfg.latent_dim, encoder_hidden=tuple(cfg.encoder_hidden))
+    return actor
+
+
+def make_ppo_runner(cfg: TrainConfig, venv: SubprocVecEnv, rma: bool):
+    """An rsl_rl OnPolicyRunner for phase 1 (rma=True) or the robust baseline."""
+    from rsl_rl.runners import OnPolicyRunner
+
+    train_cfg = _ppo_train_cfg(cfg, _actor_cfg(cfg, rma), ["policy", "privileged"],
+                               ["policy", "privileged"] if rma else ["policy"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        return OnPolicyRunner(venv, train_cfg, log_dir=None)
+
+
+def make_distillation_runner(cfg: TrainConfig, venv: SubprocVecEnv, teacher_state: dict):
+    """An rsl_rl DistillationRunner whose student learns phi, with pi and mu copied from phase 1 and frozen."""
+    from rsl_rl.runners import DistillationRunner
+
+    teacher = _actor_cfg(cfg, rma=True)
+    student = {"class_name": RMAStudent, "hidden_dims": list(cfg.actor_hidden), "activation": "elu",
+               "obs_normalization": True, "latent_dim": cfg.latent_dim, "history_length": cfg.history_length,
+               "channels": cfg.adapter_channels,
+               # A small fixed action noise: DAgger rollouts stay close to the student's own states.
+               "distribution_cfg": {"class_name": "GaussianDistribution", "init_std": 0.05, "learn_std": False}}
+    train_cfg = {
+        "num_steps_per_env": cfg.steps_per_env, "save_interval": 10**9,
+        "obs_groups": {"student": ["policy", "history"], "teacher": ["policy", "privileged"]},
+        "algorithm": {"class_name": "Distillation", "num_learning_epochs": 4, "gradient_length": cfg.steps_per_env,
+                      "learning_rate": 1e-3, "max_grad_norm": 1.0, "loss_type": "mse"},
+        "student": student, "teacher": teacher,
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        runner = DistillationRunner(venv, train_cfg, log_dir=None)
+    alg = runner.alg
+    alg.load({"actor_state_dict": teacher_state}, None, strict=True)
+    alg.student.adopt_teacher(alg.teacher)
+    weight = cfg.latent_loss_weight
+    student_model = alg.student
+    alg.loss_fn = lambda actions, target: (torch.nn.functional.mse_loss(actions, target)
+                                           + weight * student_model.latent_loss)
+    alg.optimizer = torch.optim.Adam(student_model.adapter.parameters(), lr=1e-3)
+    return runner
+
+
+def _episode_stats(venv: SubprocVecEnv, mark: int) -> tuple[float, float, float, int]:
+    returns = venv.completed_returns[mark:]
+    if not returns:
+        return float("nan"), float("nan"), float("nan"), 0
+    lengths = venv.completed_lengths[mark:]
+    falls = venv.completed_falls[mark:]
+    return float(np.mean(returns)), float(np.mean(lengths)), float(np.mean(falls)), len(returns)
+
+
+def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
+              make_runner: Callable[[SubprocVecEnv], object], history_length: int = 0,
+              fixed_difficulty: float | None = None, log: Callable[[str], None] = print) -> PhaseResult:
+    """Run (or resume) one training phase to `total_iterations`, checkpointing as it goes."""
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    ckpt_path = folder / "checkpoint.pt"
+    csv_path = folder / "progress.csv"
+    seed_offset = {"phase1": 0, "phase2": 1000, "robust": 2000}[name]
+    venv = SubprocVecEnv(cfg.env, cfg.num_envs, cfg.workers, seed=cfg.seed + seed_offset,
+                         history_length=history_length)
+    try:
+        torch.manual_seed(cfg.seed + seed_offset)
+        runner = make_runner(venv)
+        it, wall = 0, 0.0
+        difficulty = cfg.curriculum.start if fixed_difficulty is None else fixed_difficulty
+        if ckpt_path.is_file():
+            saved = torch.load(ckpt_path, weights_only=True)
+            runner.alg.load(saved["alg"], None, strict=True)
+            it, wall, difficulty = int(saved["iteration"]), float(saved["wall_s"]), float(saved["difficulty"])
+            log(f"[{name}] resuming at iteration {it} (difficulty {difficulty:.2f})")
+        venv.set_difficulty(difficulty)
+        steps_per_it = cfg.num_envs * cfg.steps_per_env
+        new_file = not csv_path.is_file() or it == 0
+        with open(csv_path, "w" if new_file else "a", newline="") as fh:
+            writer = csv.writer(fh)
+            if new_file:
+                writer.writerow(["iteration", "env_steps", "wall_s", "mean_return", "mean_episode_steps",
+                                 "fall_rate", "episodes", "difficulty", "loss"])
+            while it < total_iterations:
+                n = min(cfg.checkpoint_every, total_iterations - it)
+                mark = len(venv.completed_returns)
+                start = time.time()
+                runner.learn(num_learning_iterations=n)
+                wall += time.time() - start
+                it += n
+                ret, length, fall_rate, episodes = _episode_stats(venv, mark)
+                if fixed_difficulty is None and episodes > 0:
+                    c = cfg.curriculum
+                    if fall_rate < c.max_fall_rate and length > c.min_episode_fraction * venv.max_episode_length:
+                        difficulty = min(1.0, difficulty + c.step)
+                        venv.set_difficulty(difficulty)
+                loss = _last_loss(runner)
+                writer.writerow([it, it * steps_per_it, round(wall, 1), round(ret, 4), round(length, 1),
+                                 round(fall_rate, 3), episodes, round(difficulty, 2), round(loss, 5)])
+                fh.flush()
+                tmp = ckpt_path.with_suffix(".tmp")
+                torch.save({"alg": runner.alg.save(), "iteration": it, "wall_s": wall, "difficulty": difficulty}, tmp)
+                os.replace(tmp, ckpt_path)
+                eta = wall / it * (total_iterations - it) / 60
+                log(f"[{name}] it {it}/{total_iterations} | {it * steps_per_it / 1e6:.2f}M steps | return {ret:.3f} | "
+                    f"episode {length:.0f} steps | falls {fall_rate:.0%} | difficulty {difficulty:.2f} | "
+                    f"{wall / 60:.1f} min, ETA {eta:.1f} min")
+        return PhaseResult(iterations=it, env_steps=it * steps_per_it, wall_s=wall, difficulty=difficulty)
+    finally:
+        venv.close()
+
+
+def _last_loss(runner) -> float:
+    alg = runner.alg
+    if hasattr(alg, "student"):
+        return float(alg.student.latent_loss.detach())
+    return float("nan")
+
+
+def fit_latent_prior(cfg: TrainConfig, actor_state: dict, difficulty: float, folder: Path):
+    """Draw tasks from the final training distribution (faults active) and fit the prior to mu(task)."""
+    from metaloco.adaptation.networks import LatentEncoder
+    from metaloco.hardware.robot_config import load_robot
+    from metaloco.sim.tasks import Task, TaskSampler, privileged_layout, task_vector
+
+    robot = load_robot(cfg.env.robot)
+    sampler = TaskSampler(cfg.env.tasks, robot.joint_names, seed=cfg.seed + 77)
+    sampler.difficulty = difficulty
+    n = robot.n_joints
+    task_dim = sum(s for name, s in privileged_layout(n) if name != "base_lin_vel")
+    encoder = LatentEncoder(task_dim, cfg.latent_dim, tuple(cfg.encoder_hidden))
+    encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in actor_state.items() if k.startswith("encoder.")})
+    rows, health = [], []
+    for _ in range(cfg.prior_samples):
+        task, _ = sampler.sample()
+        vec = task_vector(task, robot.joint_names)
+        rows.append(np.concatenate([vec, np.zeros(3)]))
+        strength = vec[8:8 + n] * task.dynamics.motor_strength
+        health.append(np.concatenate([strength * (1 - vec[8 + n:8 + 2 * n]), vec[8 + n:8 + 2 * n]]))
+    nominal_vec = np.concatenate([task_vector(Task(), robot.joint_names), np.zeros(3)])
+    with torch.no_grad():
+        z = encoder(torch.as_tensor(np.array(rows), dtype=torch.float32)).numpy()
+        z_nominal = encoder(torch.as_tensor(nominal_vec[None], dtype=torch.float32)).numpy()[0]
+    prior = fit_prior(z.astype(np.float64), np.array(health), z_nominal.astype(np.float64), robot.joint_names)
+    prior.save(folder / "prior.json")
+    return prior
+
+
+def train(preset: str | TrainConfig, out_dir: str | Path, log: Callable[[str], None] | None = None,
+          export: bool = True) -> Path:
+    """Run every phase (resuming finished or interrupted ones) and export.
+
+    Args:
+        preset: A preset name/path or a loaded `TrainConfig`.
+        out_dir: Run folder (`runs/<preset>` by default in the CLI).
+        log: Progress sink (default: stderr).
+        export: Export the ONNX artifacts when done.
+
+    Returns:
+        The run folder.
+    """
+    cfg = preset if isinstance(preset, TrainConfig) else load_train_config(preset)
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    state_path = out / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+
+    def done(name: str, result: PhaseResult) -> None:
+        state[name] = result.__dict__
+        state_path.write_text(json.dumps(state, indent=1))
+
+    r1 = run_phase("phase1", cfg, out, cfg.phase1_iterations, lambda v: make_ppo_runner(cfg, v, rma=True), log=log)
+    done("phase1", r1)
+    teacher = torch.load(out / "phase1" / "checkpoint.pt", weights_only=True)["alg"]["actor_state_dict"]
+    r2 = run_phase("phase2", cfg, out, cfg.phase2_iterations,
+                   lambda v: make_distillation_runner(cfg, v, teacher), history_length=cfg.history_length,
+                   fixed_difficulty=r1.difficulty, log=log)
+    done("phase2", r2)
+    if cfg.robust_iterations > 0:
+        r3 = run_phase("robust", cfg, out, cfg.robust_iterations, lambda v: make_ppo_runner(cfg, v, rma=False), log=log)
+        done("robust", r3)
+    prior = fit_latent_prior(cfg, teacher, r1.difficulty, out)
+    log(f"[prior] fitted a {prior.dim}-d Gaussian to {prior.samples} training tasks")
+    if export:
+        from metaloco.adaptation.export import export_run
+
+        export_run(out, out / "export")
+        log(f"[export] wrote {out / 'export'}")
+    return out

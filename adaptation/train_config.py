@@ -1,0 +1,71 @@
+"""Training presets: one dataclass, loaded from `config/train/<preset>.yaml`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from metaloco.paths import config_dir
+from metaloco.schema import ConfigError, from_dict, load_yaml, spec
+from metaloco.sim.env import EnvConfig
+
+
+@dataclass
+class PPOConfig:
+    """rsl_rl PPO settings (phase 1 and the robust baseline)."""
+
+    learning_rate: float = spec(1e-3, range=(1e-6, 1.0), doc="Adam step size (adaptive schedule).")
+    num_learning_epochs: int = spec(5, range=(1, 50), doc="Epochs per update.")
+    num_mini_batches: int = spec(4, range=(1, 256), doc="Mini-batches per epoch.")
+    entropy_coef: float = spec(0.01, range=(0.0, 1.0), doc="Entropy bonus.")
+    gamma: float = spec(0.99, range=(0.0, 1.0), doc="Discount.")
+    lam: float = spec(0.95, range=(0.0, 1.0), doc="GAE lambda.")
+    desired_kl: float = spec(0.01, range=(1e-5, 1.0), doc="Target KL of the adaptive schedule.")
+    init_std: float = spec(1.0, range=(0.01, 5.0), doc="Initial action noise.")
+
+
+@dataclass
+class CurriculumConfig:
+    """Widen the task family as the policy succeeds."""
+
+    start: float = spec(0.2, range=(0.0, 1.0), doc="Initial difficulty.")
+    step: float = spec(0.1, range=(0.0, 1.0), doc="Increase per check that passes.")
+    max_fall_rate: float = spec(0.25, range=(0.0, 1.0), doc="Raise difficulty only if fewer episodes than this fall.")
+    min_episode_fraction: float = spec(0.6, range=(0.0, 1.0),
+                                       doc="... and episodes last at least this fraction of the time limit.")
+
+
+@dataclass
+class TrainConfig:
+    """A complete training run: both RMA phases, the robust baseline and the prior."""
+
+    name: str = spec(doc="Preset name.")
+    seed: int = spec(0, doc="Seed of everything.")
+    num_envs: int = spec(32, range=(1, 4096), doc="Parallel envs.")
+    workers: int = spec(2, range=(1, 64), doc="Simulation worker processes.")
+    steps_per_env: int = spec(48, range=(1, 1000), doc="Rollout length per iteration.")
+    phase1_iterations: int = spec(600, range=(1, 100000), doc="PPO iterations of the base policy.")
+    phase2_iterations: int = spec(100, range=(1, 100000), doc="Distillation iterations of the adapter.")
+    robust_iterations: int = spec(700, range=(0, 100000),
+                                  doc="PPO iterations of the robust baseline (phase 1 + 2: the same budget).")
+    checkpoint_every: int = spec(10, range=(1, 10000), doc="Iterations between checkpoints and log rows.")
+    latent_dim: int = spec(8, range=(1, 64), doc="Size of z.")
+    history_length: int = spec(50, range=(10, 500), doc="Steps of history the adapter reads.")
+    actor_hidden: list[int] = spec(default_factory=lambda: [256, 128], doc="Policy MLP.")
+    critic_hidden: list[int] = spec(default_factory=lambda: [256, 128], doc="Critic MLP.")
+    encoder_hidden: list[int] = spec(default_factory=lambda: [64, 32], doc="mu MLP.")
+    adapter_channels: int = spec(32, range=(4, 512), doc="phi conv channels.")
+    latent_loss_weight: float = spec(1.0, range=(0.0, 100.0), doc="Weight of ||z_hat - z||^2 in phase 2.")
+    prior_samples: int = spec(4000, range=(10, 1000000), doc="Tasks drawn to fit the prior.")
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+
+
+def load_train_config(preset: str) -> TrainConfig:
+    """Load a preset by name (`smoke`, `full`) or YAML path."""
+    path = Path(preset) if preset.endswith((".yaml", ".yml")) else config_dir() / "train" / f"{preset}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (config_dir() / "train").glob("*.yaml"))
+        raise ConfigError(str(path), "preset", f"unknown training preset '{preset}'; known presets are {known}")
+    return from_dict(TrainConfig, load_yaml(path), str(path))
