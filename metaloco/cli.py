@@ -76,6 +76,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from metaloco.adaptation.evaluate import default_progress, evaluate
+
+    result = evaluate(args.scenario, args.method, args.episodes, args.model_dir, progress=default_progress)
+    if args.json:
+        _print_json(result)
+    else:
+        for key, value in result.items():
+            print(f"{key:>20}: {value}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from metaloco.adaptation.export import export_run, ship
+
+    out = export_run(args.run, args.out or f"{args.run}/export")
+    print(f"metaloco export: wrote {out}", file=sys.stderr)
+    if args.ship:
+        ship(args.run, args.ship, command=" ".join(["metaloco"] + sys.argv[1:]))
+        print(f"metaloco export: shipped to {args.ship}", file=sys.stderr)
+    return 0
+
+
 def _not_yet(issue: int, what: str):
     def run(args: argparse.Namespace) -> int:
         print(f"metaloco {what}: not implemented yet (tracked in issue {issue}).", file=sys.stderr)
@@ -112,8 +135,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--ship", default=None, metavar="DIR", help="also copy the artifacts into DIR (e.g. models/a1)")
     train.set_defaults(func=cmd_train)
 
-    for name, issue, text in (("export", 3, "export to ONNX"),
-                              ("eval", 3, "evaluate a method on a scenario"), ("up", 4, "run a launch file"),
+    export = sub.add_parser("export", help="export a training run to ONNX (+ prior, manifest)")
+    export.add_argument("run", help="run folder written by metaloco train")
+    export.add_argument("--out", default=None, help="artifact folder (default RUN/export)")
+    export.add_argument("--ship", default=None, metavar="DIR", help="also copy the artifacts into DIR")
+    export.set_defaults(func=cmd_export)
+
+    ev = sub.add_parser("eval", help="evaluate a method on a scenario in pybullet with the exported models")
+    ev.add_argument("--scenario", required=True, help="scenario file or name under config/scenarios/")
+    ev.add_argument("--method", required=True, choices=["adaptive", "nominal", "robust", "oracle"])
+    ev.add_argument("--episodes", type=int, default=1)
+    ev.add_argument("--model-dir", default=None, help="exported models (default models/<robot>)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    ev.set_defaults(func=cmd_eval)
+
+    for name, issue, text in (("up", 4, "run a launch file"),
                               ("trial", 6, "run a field trial"), ("report", 6, "regenerate a trial report"),
                               ("demo", 6, "the README demo")):
         p = sub.add_parser(name, help=f"{text} (not implemented yet: issue {issue})")

@@ -259,7 +259,7 @@ class Trace:
 
 
 def run_scenario(scenario: Scenario, policy: Callable[[np.ndarray, dict], np.ndarray], env=None,
-                 on_event: Callable[[Event], None] | None = None) -> Trace:
+                 on_event: Callable[[Event], None] | None = None, episode: int = 0) -> Trace:
     """Run a scenario to its end (or a fall) in a `LocomotionEnv`.
 
     Args:
@@ -267,6 +267,8 @@ def run_scenario(scenario: Scenario, policy: Callable[[np.ndarray, dict], np.nda
         policy: Maps (observation, info) to an action; `info` holds the privileged vector for oracles.
         env: A `LocomotionEnv` for the scenario's robot (made if None).
         on_event: Called with each event as it is applied (adaptive policies may listen).
+        episode: Episode index: 0 starts at gait phase 0 with the scenario's seed; episode i > 0 uses
+            seed + i (terrain noise) and a gait phase drawn from it.
 
     Returns:
         The run's `Trace`.
@@ -277,8 +279,10 @@ def run_scenario(scenario: Scenario, policy: Callable[[np.ndarray, dict], np.nda
     if own:
         env = LocomotionEnv(EnvConfig(robot=scenario.robot.name, randomize_tasks=False), seed=scenario.seed,
                             robot_cfg=scenario.robot)
-    obs, info = env.reset(seed=scenario.seed, options={"task": scenario.task, "command": scenario.command_at(0.0),
-                                                       "phase": 0.0})
+    seed = scenario.seed + episode
+    phase = 0.0 if episode == 0 else float(np.random.default_rng(seed).uniform())
+    obs, info = env.reset(seed=seed, options={"task": scenario.task, "command": scenario.command_at(0.0),
+                                              "phase": phase})
     pending = list(scenario.events)
     steps = int(round(scenario.duration_s / env.dt))
     rows: dict[str, list] = {k: [] for k in ("t", "command", "lin_vel_base", "base_pos", "reward", "torques", "qd")}

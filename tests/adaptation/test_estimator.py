@@ -1,0 +1,72 @@
+"""The online estimator: clamps implausible latents, flags them, and re-converges after a change."""
+
+import numpy as np
+import pytest
+
+from metaloco.adaptation.estimator import LatentEstimator
+from metaloco.adaptation.prior import LatentPrior, fit_prior
+
+JOINTS = [f"j{i}" for i in range(12)]
+
+
+def make_prior(dim=8, seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(dim, dim)) * 0.3
+    z = rng.normal(size=(3000, dim)) @ a + 0.5
+    health = np.hstack([np.ones((3000, 12)), np.zeros((3000, 12))])
+    # joint 3's torque scale is written in latent dimension 0
+    health[:, 3] = 1.0 - 0.5 * (z[:, 0] - 0.5)
+    return fit_prior(z, health, nominal=np.full(dim, 0.5), joint_names=JOINTS)
+
+
+def test_prior_round_trips_through_json(tmp_path):
+    prior = make_prior()
+    prior.save(tmp_path / "prior.json")
+    again = LatentPrior.load(tmp_path / "prior.json")
+    np.testing.assert_allclose(again.cov, prior.cov)
+    assert again.mahalanobis2(prior.mean) == pytest.approx(0.0)
+
+
+def test_latent_far_outside_the_prior_is_clamped_and_flagged():
+    prior = make_prior()
+    est = LatentEstimator(prior)
+    far = prior.mean + 50.0 * np.sqrt(np.diag(prior.cov))
+    e = est.update(far, 0.0)
+    assert e.clamped and e.confidence <= 0.05
+    assert prior.mahalanobis2(e.latent) == pytest.approx(est.gate, rel=1e-6)
+    near = est.update(prior.mean + 0.1 * np.sqrt(np.diag(prior.cov)), 0.1)
+    assert not near.clamped and near.confidence > 0.5
+
+
+def test_nan_latent_is_clamped_not_propagated():
+    prior = make_prior()
+    est = LatentEstimator(prior)
+    est.update(prior.mean, 0.0)
+    e = est.update(np.full(8, np.nan), 0.1)
+    assert e.clamped and np.all(np.isfinite(e.latent))
+
+
+def test_change_is_detected_and_the_estimate_jumps_instead_of_averaging():
+    prior = make_prior()
+    est = LatentEstimator(prior, tau_s=1.0)
+    a = prior.mean.copy()
+    b = prior.mean + 3.0 * np.sqrt(np.diag(prior.cov))
+    for k in range(20):
+        est.update(a, 0.1 * k)
+    e = est.update(b, 2.0)
+    assert e.change_detected
+    np.testing.assert_allclose(e.latent, est.clamp(b)[0])  # no blend of old and new
+    # Small noise afterwards is smoothed, not treated as new changes.
+    rng = np.random.default_rng(1)
+    for k in range(10):
+        e = est.update(b + 0.05 * rng.normal(size=8) * np.sqrt(np.diag(prior.cov)), 2.1 + 0.1 * k)
+        assert not e.change_detected
+
+
+def test_suspected_joint_comes_from_the_readout():
+    prior = make_prior()
+    est = LatentEstimator(prior)
+    z = prior.mean.copy()
+    z[0] += 1.6  # joint j3's torque scale read-out drops by ~0.8
+    assert est.suspect(z) == "j3"
+    assert est.suspect(prior.mean) is None

@@ -1,0 +1,131 @@
+"""The smoke preset trains every phase end to end, exports, and the exports agree with torch."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from metaloco.adaptation.export import ARTIFACTS, _ProbeEnv, load_run_config
+from metaloco.adaptation.networks import AdapterGraph, EncoderGraph, PolicyGraph, RobustGraph
+from metaloco.adaptation.runtime import POLICY_KEYS, load_adapter, load_policy
+from metaloco.adaptation.train import make_distillation_runner, make_ppo_runner
+from metaloco.hardware.robot_config import load_robot
+
+
+def test_smoke_run_writes_every_artifact(smoke_run):
+    export = smoke_run / "export"
+    for name in ARTIFACTS + ("manifest.json",):
+        assert (export / name).is_file(), name
+    manifest = json.loads((export / "manifest.json").read_text())
+    import hashlib
+
+    for name, digest in manifest["files"].items():
+        assert hashlib.sha256((export / name).read_bytes()).hexdigest() == digest
+    assert manifest["env_steps"] == 3 * 2 * 4 * 8  # three phases x 2 iterations x 4 envs x 8 steps
+    for phase in ("phase1", "phase2", "robust"):
+        rows = (smoke_run / phase / "progress.csv").read_text().splitlines()
+        assert rows[0].startswith("iteration,env_steps") and len(rows) == 3
+
+
+def test_checkpoints_load_with_weights_only(smoke_run):
+    for phase in ("phase1", "phase2", "robust"):
+        saved = torch.load(smoke_run / phase / "checkpoint.pt", weights_only=True)
+        assert saved["iteration"] == 2
+
+
+def _torch_models(run):
+    cfg = load_run_config(run)
+    probe = _ProbeEnv(cfg)
+    phase1 = torch.load(run / "phase1" / "checkpoint.pt", weights_only=True)
+    ppo = make_ppo_runner(cfg, probe, rma=True)
+    ppo.alg.load(phase1["alg"], None, strict=True)
+    distill = make_distillation_runner(cfg, probe, phase1["alg"]["actor_state_dict"])
+    distill.alg.load(torch.load(run / "phase2" / "checkpoint.pt", weights_only=True)["alg"], None, strict=True)
+    robust = make_ppo_runner(cfg, probe, rma=False)
+    robust.alg.load(torch.load(run / "robust" / "checkpoint.pt", weights_only=True)["alg"], None, strict=True)
+    return cfg, ppo.alg.get_policy(), distill.alg.student, robust.alg.get_policy()
+
+
+def test_onnxruntime_matches_torch_on_random_inputs(smoke_run):
+    cfg, actor, student, robust = _torch_models(smoke_run)
+    export = smoke_run / "export"
+    rng = np.random.default_rng(0)
+    obs_dim = 49
+    cases = {
+        "policy.onnx": (PolicyGraph(actor), {"obs": (1, obs_dim), "latent": (1, cfg.latent_dim)}),
+        "adapter.onnx": (AdapterGraph(student), {"history": (1, cfg.history_length, obs_dim)}),
+        "encoder.onnx": (EncoderGraph(actor), {"privileged": (1, 52)}),
+        "robust.onnx": (RobustGraph(robust), {"obs": (1, obs_dim)}),
+    }
+    for name, (module, shapes) in cases.items():
+        sess = ort.InferenceSession(str(export / name), providers=["CPUExecutionProvider"])
+        for _ in range(20):
+            feeds = {k: rng.normal(0, 2, s).astype(np.float32) for k, s in shapes.items()}
+            with torch.no_grad():
+                expected = module(*[torch.from_numpy(v) for v in feeds.values()]).numpy()
+            got = sess.run(None, feeds)[0]
+            assert np.abs(got - expected).max() <= 1e-5, name
+
+
+def test_metadata_carries_every_contract_key(smoke_run):
+    policy = load_policy(smoke_run / "export", load_robot("a1"))
+    for key in POLICY_KEYS:
+        assert key in policy.meta
+    assert policy.meta["joint_names"][0] == "FR_hip_joint"
+    assert [tuple(x) for x in policy.meta["obs_layout"]][0] == ("base_ang_vel", 3)
+
+
+def test_a_node_can_run_the_model_from_the_onnx_file_alone(smoke_run):
+    """Drive a simulated robot using nothing but policy.onnx, its metadata and onnxruntime."""
+    from metaloco.hardware.interface import JointCommand
+    from metaloco.sim.observation import build_observation
+    from metaloco.sim.robot import SimRobot
+
+    sess = ort.InferenceSession(str(smoke_run / "export" / "policy.onnx"), providers=["CPUExecutionProvider"])
+    raw = sess.get_modelmeta().custom_metadata_map
+    meta = {k: json.loads(raw[k]) for k in POLICY_KEYS if k not in ("robot", "metaloco_version")}
+    from metaloco.sim.gait import ActionMap
+
+    action_map = ActionMap.from_metadata(meta["default_joint_pos"], meta["action_scale"], json.dumps(meta["gait"]))
+    robot = SimRobot(load_robot("a1"))
+    robot.reset()
+    kp, kd = np.asarray(meta["kp"]), np.asarray(meta["kd"])
+    last = np.zeros(sess.get_outputs()[0].shape[-1])
+    latent = np.zeros((1, meta["latent_dim"]), np.float32)
+    for _ in range(25):
+        obs = build_observation(robot.read_state(), np.array([0.5, 0, 0]), last, action_map.phase_observation(),
+                                np.asarray(meta["default_joint_pos"]))
+        assert obs.shape[0] == sum(size for _, size in meta["obs_layout"])
+        last = sess.run(["actions"], {"obs": obs[None], "latent": latent})[0][0]
+        targets = action_map.targets(last, meta["control_dt"])
+        robot.write_command(JointCommand(position=targets, kp=kp, kd=kd))
+        robot.step()
+    assert robot.base_state()[0][2] > 0.15
+    robot.close()
+
+
+def test_training_resumes_from_its_checkpoint(tmp_path):
+    from metaloco.adaptation.train import train
+    from metaloco.adaptation.train_config import load_train_config
+
+    cfg = load_train_config("smoke")
+    cfg.phase1_iterations, cfg.phase2_iterations, cfg.robust_iterations = 1, 1, 0
+    lines: list[str] = []
+    train(cfg, tmp_path, log=lines.append, export=False)
+    cfg.phase1_iterations = 2
+    lines.clear()
+    train(cfg, tmp_path, log=lines.append, export=False)
+    assert any("[phase1] resuming at iteration 1" in line for line in lines)
+    assert any("[phase1] it 2/2" in line for line in lines)
+    assert not any("[phase2] it" in line for line in lines)  # phase 2 was already done
+    assert torch.load(tmp_path / "phase1" / "checkpoint.pt", weights_only=True)["iteration"] == 2
+
+
+def test_unknown_preset_is_refused():
+    from metaloco.adaptation.train_config import load_train_config
+    from metaloco.schema import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'smoke'\]"):
+        load_train_config("huge")
