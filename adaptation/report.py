@@ -1,0 +1,353 @@
+"""Trial reports from bags: metrics (`adaptation.metrics`) and plots, in `report.md` beside PNG files.
+
+What a bag must hold (DESIGN.md topics): `cmd_vel` (commanded forward velocity), `joint_states`
+(velocity and effort, for energy), `sim/events` (scenario events as JSON), `adaptation/latent`
+and `adaptation/status` (plotted and tabulated when present), and on `diagnostics` a status from
+the robot bridge carrying the key-values below: no contract topic carries the base velocity, so the
+bridge reports it there (the sim bridge knows it; a hardware bridge reports its estimate).
+
+The report is a pure function of the bags: nothing about when or where it was generated goes into
+`report.md`, so regenerating it from the same bag gives the same file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from metaloco.adaptation.bag import BagError, BagSeries, diagnostic_values, read_bag
+from metaloco.adaptation.metrics import (
+    EVAL_KEYS, EpisodeSeries, episode_metrics, phase_bounds, phase_mean, phase_metrics, stride_average, summarize,
+)
+
+#: diagnostics key: forward velocity of the base in its heading frame (m/s).
+BASE_VX_KEY = "base_vx"
+#: diagnostics key: "true" while the robot is down.
+FALLEN_KEY = "fallen"
+#: diagnostics key: total robot mass including payload (kg), for the cost of transport.
+MASS_KEY = "mass_kg"
+#: The topics a report decodes (the others are only counted).
+REPORT_TOPICS = ["cmd_vel", "diagnostics", "joint_states", "sim/events", "adaptation/latent", "adaptation/status"]
+#: Seconds shown before and after each event in the torque plots.
+EVENT_WINDOW_S = (1.0, 2.0)
+
+
+@dataclass
+class Run:
+    """One recorded trial: the bag, the episode built from it, and its label in the report."""
+
+    label: str
+    bag: BagSeries
+    episode: EpisodeSeries
+    events: list[tuple[float, str]]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _hold(t_src: np.ndarray, values: np.ndarray, t: np.ndarray, before: Any) -> np.ndarray:
+    """Zero-order hold of `values` (sampled at t_src) at times t; `before` ahead of the first sample."""
+    idx = np.searchsorted(t_src, t, side="right") - 1
+    out = np.asarray(values)[np.clip(idx, 0, None)]
+    return np.where(idx >= 0, out, before) if out.ndim == 1 else np.where((idx >= 0)[:, None], out, before)
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
+def event_label(text: str) -> str:
+    """A short label of a scenario event given as JSON (its time key dropped)."""
+    try:
+        event = json.loads(text)
+    except json.JSONDecodeError:
+        return text[:60]
+    if isinstance(event, dict):
+        event = {k: v for k, v in event.items() if k != "t"}
+    return json.dumps(event, sort_keys=True, separators=(",", ":"))[:60]
+
+
+def trial_episode(bag: BagSeries, mass_kg: float | None = None) -> tuple[EpisodeSeries, list[tuple[float, str]]]:
+    """The `EpisodeSeries` of a recorded trial, and its events as (time, label).
+
+    Samples are the `joint_states` times inside the span of the base-velocity reports (or those reports'
+    times if no joint_states were recorded); the bridge's velocity is stride-averaged as in `metaloco eval`
+    (`metrics.stride_average`) and interpolated, command and fall flag are held.
+
+    Raises:
+        BagError: The bag lacks cmd_vel or the bridge's base velocity.
+    """
+    cmd = bag.topic("cmd_vel")
+    diag = bag.topic("diagnostics")
+    t_vx, vx_text = diagnostic_values(diag, BASE_VX_KEY)
+    vx_src = np.array([_number(v) for v in vx_text])
+    finite = np.isfinite(vx_src)
+    t_vx, vx_src = t_vx[finite], vx_src[finite]
+    if len(t_vx) == 0:
+        raise BagError(f"bag {bag.path} has no measured base velocity: no status on /diagnostics carries "
+                       f"the key {BASE_VX_KEY!r} with a number (the robot bridge publishes it)")
+    t, tau, qdot = t_vx, None, None
+    joints = bag.topics.get("/joint_states")
+    if joints is not None:
+        keep = (joints.t >= t_vx[0]) & (joints.t <= t_vx[-1])
+        if keep.sum() >= 2:
+            t, tau, qdot = joints.t[keep], joints["effort"][keep], joints["velocity"][keep]
+    t, first = np.unique(t, return_index=True)  # equal receive times would make a zero-length step
+    tau, qdot = (None, None) if tau is None else (tau[first], qdot[first])
+    t_f, f_text = diagnostic_values(diag, FALLEN_KEY)
+    fallen = (_hold(t_f, np.array([v.lower() in ("true", "1") for v in f_text]), t, False)
+              if len(t_f) else None)
+    if mass_kg is None:
+        _, m_text = diagnostic_values(diag, MASS_KEY)
+        mass_kg = _number(m_text[-1]) if m_text else None
+        mass_kg = mass_kg if mass_kg is not None and np.isfinite(mass_kg) and mass_kg > 0 else None
+    events: list[tuple[float, str]] = []
+    if bag.has("sim/events"):
+        ev = bag.topic("sim/events")
+        events = [(float(ti), event_label(text)) for ti, text in zip(ev.t, ev["data"])]
+    episode = EpisodeSeries(
+        t=t, cmd_vx=_hold(cmd.t, cmd["linear"][:, 0], t, 0.0),
+        vx=np.interp(t, t_vx, stride_average(t_vx, vx_src)),
+        tau=tau, qdot=qdot, fallen=fallen, event_times=[e for e, _ in events], mass_kg=mass_kg,
+    )
+    return episode, events
+
+
+def load_run(source: str | Path | BagSeries, label: str | None = None, mass_kg: float | None = None) -> Run:
+    """Read a bag (or take a decoded one) and build its episode."""
+    bag = source if isinstance(source, BagSeries) else read_bag(source, topics=REPORT_TOPICS)
+    episode, events = trial_episode(bag, mass_kg)
+    label = label or bag.custom.get("metaloco.method") or bag.path.parent.name or "run"
+    run = Run(label, bag, episode, events)
+    run.metrics = trial_metrics(run)
+    return run
+
+
+def trial_metrics(run: Run | str | Path | BagSeries) -> dict[str, Any]:
+    """The eval keys of DESIGN.md for one recorded trial (what `metaloco trial` writes to metrics.json)."""
+    run = run if isinstance(run, Run) else load_run(run)
+    scenario = run.bag.custom.get("metaloco.scenario", "")
+    method = run.bag.custom.get("metaloco.method", "")
+    return summarize(scenario, method, [run.episode])
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, str):
+        return value.replace("|", "\\|")
+    if isinstance(value, (bool, int, np.integer)):
+        return str(value)
+    return f"{float(value):.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+
+
+def _phase_rows(run: Run) -> list[list[Any]]:
+    latent = run.bag.topics.get("/adaptation/latent")
+    rows = []
+    for k, (phase, (a, b)) in enumerate(zip(phase_metrics(run.episode), phase_bounds(run.episode))):
+        started = "start" if k == 0 else next((lbl for t, lbl in run.events if abs(t - a) < 1e-9), "event")
+        z = phase_mean(latent.t, latent["data"], a, b) if latent is not None else None
+        energy, distance = phase["energy_j"], phase["distance_m"]
+        per_m = energy / distance if energy is not None and distance > 0 else None
+        shown = "–" if z is None else ", ".join(f"{x:.2f}" for x in z[:4]) + (", …" if len(z) > 4 else "")
+        latent_text = shown if z is None else f"[{shown}]"
+        rows.append([k, a, b, f"`{started}`", phase["mean_command_mps"], phase["mean_speed_mps"],
+                     phase["tracking_error_mps"], distance, energy, per_m, phase["cost_of_transport"],
+                     phase["falls"], latent_text])
+    return rows
+
+
+def _status_rows(run: Run, limit: int = 30) -> list[list[Any]]:
+    if not run.bag.has("adaptation/status"):
+        return []
+    st = run.bag.topic("adaptation/status")
+    rows: list[list[Any]] = []
+    last: dict[str, tuple] = {}
+    for t, name, level, message, values in zip(st.t, st["name"], st["level"], st["message"], st["values"]):
+        key = (int(level), message, tuple(sorted(values.items())))
+        if last.get(name) != key:  # only changes: the node repeats its status at its own rate
+            rows.append([t, name, int(level), message, ", ".join(f"{k}={v}" for k, v in sorted(values.items()))])
+            last[name] = key
+    return rows[:limit]
+
+
+def _save(fig: Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, metadata={"Software": None})
+
+
+def _mark_events(ax: Any, events: list[tuple[float, str]]) -> None:
+    for k, (t, _) in enumerate(events, start=1):
+        ax.axvline(t, color="tab:red", linestyle="--", linewidth=0.8)
+        ax.annotate(str(k), (t, 1.0), xycoords=("data", "axes fraction"), color="tab:red", fontsize=8,
+                    xytext=(2, -10), textcoords="offset points")
+
+
+def plot_speed(runs: list[Run], path: Path) -> None:
+    """Commanded vs measured forward speed, one panel per run, events marked and numbered."""
+    fig = Figure(figsize=(9, 2.6 * len(runs)))
+    for i, run in enumerate(runs):
+        ax = fig.add_subplot(len(runs), 1, i + 1)
+        ep = run.episode
+        ax.step(ep.t, ep.cmd_vx, where="post", label="commanded", color="black", linewidth=1)
+        ax.plot(ep.t, ep.vx, label="measured", color="tab:blue", linewidth=1)
+        if ep.fallen is not None and ep.fallen.any():
+            ax.fill_between(ep.t, 0, 1, where=ep.fallen, transform=ax.get_xaxis_transform(), color="0.85",
+                            label="fallen")
+        _mark_events(ax, run.events)
+        ax.set(title=run.label, xlabel="time (s)", ylabel="forward speed (m/s)")
+        ax.legend(loc="lower right", fontsize=8)
+    _save(fig, path)
+
+
+def plot_latent(runs: list[Run], path: Path) -> bool:
+    """The adaptation latent over time, one panel per run; False (no file) if no run recorded one."""
+    if not any(r.bag.has("adaptation/latent") for r in runs):
+        return False
+    fig = Figure(figsize=(9, 2.6 * len(runs)))
+    for i, run in enumerate(runs):
+        ax = fig.add_subplot(len(runs), 1, i + 1)
+        if run.bag.has("adaptation/latent"):
+            lat = run.bag.topic("adaptation/latent")
+            for k in range(lat["data"].shape[1]):
+                ax.plot(lat.t, lat["data"][:, k], linewidth=0.9, label=f"z{k}")
+            ax.legend(loc="upper left", fontsize=7, ncol=8)
+        else:
+            ax.text(0.5, 0.5, "no latent recorded", transform=ax.transAxes, ha="center")
+        _mark_events(ax, run.events)
+        ax.set(title=run.label, xlabel="time (s)", ylabel="latent")
+    _save(fig, path)
+    return True
+
+
+def plot_event_torques(runs: list[Run], k: int, path: Path) -> None:
+    """Joint torques from 1 s before to 2 s after event k (0-based), one panel per run that has it."""
+    have = [r for r in runs if k < len(r.events) and r.episode.tau is not None]
+    fig = Figure(figsize=(9, 2.8 * max(1, len(have))))
+    names = list(runs[0].bag.topic("joint_states")["name"]) if runs[0].bag.has("joint_states") else []
+    for i, run in enumerate(have):
+        ax = fig.add_subplot(len(have), 1, i + 1)
+        t_event, label = run.events[k]
+        ep = run.episode
+        sel = (ep.t >= t_event - EVENT_WINDOW_S[0]) & (ep.t <= t_event + EVENT_WINDOW_S[1])
+        ax.set_prop_cycle(color=[colormaps["tab20"](j % 20) for j in range(ep.tau.shape[1])])
+        for j in range(ep.tau.shape[1]):
+            ax.plot(ep.t[sel] - t_event, ep.tau[sel, j], linewidth=0.8, label=names[j] if j < len(names) else j)
+        ax.axvline(0.0, color="tab:red", linestyle="--", linewidth=0.8)
+        ax.set(title=f"{run.label}: event {k + 1} {label}", xlabel="time from event (s)", ylabel="torque (Nm)")
+        ax.legend(loc="upper left", fontsize=6, ncol=6)
+    _save(fig, path)
+
+
+def write_report(run: str | Path | BagSeries, out_dir: str | Path, *, title: str | None = None,
+                 compare: str | Path | BagSeries | None = None, labels: tuple[str, ...] | None = None,
+                 mass_kg: float | None = None) -> Path:
+    """Write `report.md`, `metrics.json` (the eval keys of `run`) and PNG plots into `out_dir`.
+
+    Args:
+        run: The trial: its bag directory, a trial directory holding `bag/`, or a decoded bag.
+        out_dir: Where the report goes (created if missing; the files in it are replaced).
+        title: Report heading (default from the scenario name).
+        compare: A second trial of the same scenario (e.g. adaptation off), shown side by side.
+        labels: Column labels, one per trial (default: the recorded method, else the trial folder).
+        mass_kg: Robot mass for the cost of transport, if the bag does not carry it.
+
+    Returns:
+        The path of report.md.
+
+    Raises:
+        BagError: A missing bag, or one without the topics the metrics need.
+    """
+    sources = [run] + ([compare] if compare is not None else [])
+    labels = labels or (None,) * len(sources)
+    if len(labels) != len(sources):
+        raise ValueError(f"labels: expected {len(sources)}, got {len(labels)}")
+    runs = [load_run(src, label, mass_kg) for src, label in zip(sources, labels)]
+    if len(runs) == 2 and runs[0].label == runs[1].label:
+        runs[1].label += " (compare)"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scenario = runs[0].metrics["scenario"] or runs[0].bag.path.parent.name
+    title = title or f"Trial report: {scenario}"
+
+    plot_speed(runs, out / "speed.png")
+    plots = [("Commanded vs measured forward speed (events numbered as below)", "speed.png")]
+    if plot_latent(runs, out / "latent.png"):
+        plots.append(("Adaptation latent", "latent.png"))
+    n_events = max(len(r.events) for r in runs)
+    for k in range(min(n_events, 8)):
+        name = f"torques_event_{k + 1}.png"
+        plot_event_torques(runs, k, out / name)
+        plots.append((f"Joint torques around event {k + 1}", name))
+
+    heads = ["", *(r.label for r in runs)]
+    md = [f"# {title}", "", "Generated from the bag(s) below by `metaloco report`; rerunning it on the same bags "
+          "gives this same file.", "", "## Runs", ""]
+    md += _table(heads, [
+        ["bag", *(f"`{os.path.relpath(r.bag.path, out)}`" for r in runs)],
+        ["scenario", *(r.metrics["scenario"] or "–" for r in runs)],
+        ["method", *(r.metrics["method"] or "–" for r in runs)],
+        ["duration (s)", *(r.bag.duration_s for r in runs)],
+        ["recording", *("complete" if r.bag.complete else "cut short (recorder killed: the last segment, "
+                        "at most one flush period, is missing)" for r in runs)],
+    ])
+    md += ["", "## Metrics", ""]
+    extra = [episode_metrics(r.episode) for r in runs]
+    rows = [[key, *(r.metrics[key] for r in runs)] for key in EVAL_KEYS[2:]]
+    rows += [[key, *(e[key] for e in extra)] for key in ("mean_speed_mps", "energy_j", "cost_of_transport")]
+    md += _table(["metric", *heads[1:]], rows)
+    md += ["", "Measured speed: the base's forward velocity averaged over one stride (0.5 s). `recovery_time_s`: "
+           "from the last event until |commanded − measured| forward speed stays within 0.1 m/s for 1 s (– if "
+           "never; 0 without events). Cost of transport: joint energy / (m g distance).", ""]
+    for run in runs:
+        md += [f"## {run.label}", "", "Events:", ""]
+        events = [[k, t, f"`{lbl}`"] for k, (t, lbl) in enumerate(run.events, 1)]
+        md += _table(["#", "t (s)", "event"], events) if events else ["none"]
+        md += ["", "Phases (between events):", ""]
+        md += _table(["phase", "from (s)", "to (s)", "started by", "command (m/s)", "speed (m/s)",
+                      "tracking error (m/s)", "distance (m)", "energy (J)", "J/m", "CoT", "falls",
+                      "latent mean"], _phase_rows(run))
+        status = _status_rows(run)
+        md += ["", "Adaptation status (changes only):", ""]
+        md += _table(["t (s)", "name", "level", "message", "values"], status) if status else ["none recorded"]
+        md += [""]
+    md += ["## Messages per topic", ""]
+    topics = sorted({t for r in runs for t in r.bag.counts})
+    md += _table(["topic", *heads[1:]], [[t, *(r.bag.counts.get(t, 0) for r in runs)] for t in topics])
+    md += ["", "## Plots", ""]
+    md += [line for caption, name in plots for line in (f"![{caption}]({name})", "")]
+    (out / "report.md").write_text("\n".join(md), "utf8")
+    (out / "metrics.json").write_text(json.dumps(runs[0].metrics, indent=2) + "\n", "utf8")
+    return out / "report.md"
+
+
+def regenerate_report(path: str | Path, *, compare: str | Path | None = None, labels: tuple[str, ...] | None = None,
+                      title: str | None = None) -> Path:
+    """`metaloco report DIR`: rebuild a trial's report from its bag alone.
+
+    Args:
+        path: A trial directory (its bag in `bag/`; the report goes beside it) or a bag directory
+            (the report goes into its parent, so the bag folder stays a plain rosbag2 bag).
+        compare: Another trial or bag directory, shown side by side.
+        labels: Column labels, one per trial.
+        title: Report heading.
+
+    Returns:
+        The path of report.md.
+    """
+    path = Path(path)
+    out = path if (path / "bag" / "metadata.yaml").is_file() else path.parent
+    return write_report(path, out, compare=compare, labels=labels, title=title)
