@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from metaloco.adaptation.estimator import LatentEstimator
-from metaloco.adaptation.metrics import EpisodeSeries, summarize
+from metaloco.adaptation.metrics import EpisodeSeries, stride_average, summarize
 from metaloco.adaptation.prior import LatentPrior
 from metaloco.adaptation.runtime import OnnxFunction, load_adapter, load_policy
 from metaloco.paths import models_dir
@@ -32,18 +32,6 @@ from metaloco.sim.scenario import Scenario, load_scenario, run_scenario
 METHODS = ("adaptive", "nominal", "robust", "oracle")
 ADAPT_PERIOD_S = 0.1
 """The adaptation module's period (RMA runs it at ~10 Hz)."""
-STRIDE_S = 0.5
-
-
-def stride_average(t: np.ndarray, v: np.ndarray, window_s: float = STRIDE_S) -> np.ndarray:
-    """Centred moving average over `window_s` (shrinking at the ends)."""
-    t, v = np.asarray(t, float), np.asarray(v, float)
-    out = np.empty_like(v)
-    lo = np.searchsorted(t, t - window_s / 2, side="left")
-    hi = np.searchsorted(t, t + window_s / 2, side="right")
-    csum = np.concatenate([[0.0], np.cumsum(v)])
-    out[:] = (csum[hi] - csum[lo]) / np.maximum(hi - lo, 1)
-    return out
 
 
 class MethodPolicy:

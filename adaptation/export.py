@@ -29,7 +29,7 @@ from metaloco.adaptation.train import make_distillation_runner, make_ppo_runner
 from metaloco.adaptation.train_config import TrainConfig
 from metaloco.hardware.robot_config import load_robot
 from metaloco.schema import ConfigError, from_dict
-from metaloco.sim.gait import ActionMap
+from metaloco.sim.gait import GAIT_OUTPUTS, ActionMap
 from metaloco.sim.observation import obs_layout
 from metaloco.sim.tasks import privileged_layout
 
@@ -56,10 +56,10 @@ class _ProbeEnv:
         robot = load_robot(cfg.env.robot)
         n = robot.n_joints
         self.num_envs = 1
-        self.num_actions = n + 2
+        self.num_actions = n + GAIT_OUTPUTS
         self.cfg = cfg.env
         self.device = "cpu"
-        obs_dim = sum(s for _, s in obs_layout(n, n + 2))
+        obs_dim = sum(s for _, s in obs_layout(n, n + GAIT_OUTPUTS))
         priv_dim = sum(s for _, s in privileged_layout(n))
         from tensordict import TensorDict
 
@@ -113,7 +113,7 @@ def export_run(run: str | Path, out: str | Path) -> Path:
     meta = {
         "robot": robot.name, "joint_names": robot.joint_names, "default_joint_pos": robot.default_joint_pos,
         "action_scale": robot.action_scale, "kp": robot.kp, "kd": robot.kd, "torque_limits": robot.torque_limits,
-        "control_dt": robot.control_dt, "obs_layout": [list(x) for x in obs_layout(n, n + 2)],
+        "control_dt": robot.control_dt, "obs_layout": [list(x) for x in obs_layout(n, n + GAIT_OUTPUTS)],
         "latent_dim": cfg.latent_dim, "history_length": cfg.history_length, "gait": action_map.to_metadata(),
         "metaloco_version": metaloco.__version__,
     }

@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from metaloco.hardware.robot_config import RobotConfig
 from metaloco.schema import ConfigError
-from metaloco.sim.gait import ActionMap
+from metaloco.sim.gait import GAIT_OUTPUTS, ActionMap
 from metaloco.sim.observation import obs_layout
 
 POLICY_KEYS = ("robot", "joint_names", "default_joint_pos", "action_scale", "kp", "kd", "torque_limits",
@@ -111,7 +111,7 @@ def load_policy(model_dir: str | Path, robot: RobotConfig, filename: str = "poli
     latent_dim = _input_dim(sess, "latent", path)
     n_actions = sess.get_outputs()[0].shape[-1]
     layout = [tuple(x) for x in meta["obs_layout"]]
-    expected = obs_layout(n, n_actions if isinstance(n_actions, int) else n + 2)
+    expected = obs_layout(n, n_actions if isinstance(n_actions, int) else n + GAIT_OUTPUTS)
     if layout != expected:
         raise ConfigError(str(path), "obs_layout", f"model observes {layout}; this metaloco builds {expected}")
     if obs_dim != sum(s for _, s in layout):

@@ -23,6 +23,7 @@ class GaitConfig:
     swing_thigh_rad: float = spec(0.35, doc="Thigh flexion at mid-swing (added to the default pose).", range=(0.0, 1.2))
     swing_knee_rad: float = spec(-0.7, doc="Knee flexion at mid-swing (added to the default pose).", range=(-1.5, 0.0))
     frequency_range_hz: float = spec(1.0, doc="How far the policy may move the frequency either way.", range=(0.0, 3.0))
+    stride_rad: float = spec(0.0, doc="Largest fore-aft thigh sweep the policy may ask for.", range=(0.0, 1.0))
 
 
 @dataclass
@@ -47,11 +48,11 @@ class DynamixelConfig:
     model_number: int = spec(1120, range=(0, 65535),
                              doc="Model Number every servo must report on ping (1120: XM540-W270; 0 accepts any).")
     kp_per_unit: float = spec(0.025, range=(1e-6, 10.0),
-                              doc="Joint stiffness (Nm/rad) per unit of Position P Gain (addr 84); identify it on the robot.")
+                              doc="Joint stiffness (Nm/rad) per Position P Gain unit (addr 84), measured on the robot.")
     kd_per_unit: float = spec(0.001, range=(1e-6, 10.0),
-                              doc="Joint damping (Nm s/rad) per unit of Position D Gain (addr 80); identify it on the robot.")
+                              doc="Joint damping (Nm s/rad) per Position D Gain unit (addr 80), measured on the robot.")
     watchdog_ms: int = spec(100, range=(20, 2540),
-                            doc="Bus Watchdog (addr 98): a servo stops when the bus is silent this long (x 20 ms).")
+                            doc="Bus Watchdog (addr 98): servos stop after the bus is silent this long (x 20 ms).")
     timeout_ms: float = spec(5.0, doc="How long one transaction waits for its status packets (ms).", range=(0.5, 200.0))
     retries: int = spec(1, doc="Transactions retried within one cycle before the link counts as down.", range=(0, 5))
 

@@ -50,12 +50,13 @@ def cmd_scenario(args: argparse.Namespace) -> int:
     """`metaloco scenario FILE`: validate a scenario and run it with the bare gait generator (no policy)."""
     import numpy as np
 
+    from metaloco.sim.gait import GAIT_OUTPUTS
     from metaloco.sim.scenario import load_scenario, run_scenario
 
     scenario = load_scenario(args.scenario)
     print(f"{scenario.name}: robot {scenario.robot.name}, {scenario.duration_s} s, {len(scenario.events)} events",
           file=sys.stderr)
-    trace = run_scenario(scenario, lambda obs, info: np.zeros(len(obs) and scenario.robot.n_joints + 2))
+    trace = run_scenario(scenario, lambda obs, info: np.zeros(scenario.robot.n_joints + GAIT_OUTPUTS))
     result = {"scenario": scenario.name, "steps": len(trace.t), "fell": trace.fell,
               "distance_m": round(float(trace.base_pos[-1][0] - trace.base_pos[0][0]), 3)}
     _print_json(result) if args.json else print(result)

@@ -15,9 +15,9 @@ from metaloco.schema import ConfigError
 
 def test_model_loads_for_its_robot(smoke_run):
     policy = load_policy(smoke_run / "export", load_robot("a1"))
-    assert policy(np.zeros(49), np.zeros(8)).shape == (14,)
+    assert policy(np.zeros(50), np.zeros(8)).shape == (15,)
     adapter = load_adapter(smoke_run / "export", policy)
-    assert adapter(np.zeros((1, 50, 49))).shape == (8,)
+    assert adapter(np.zeros((1, 50, 50))).shape == (8,)
 
 
 def test_model_for_other_gains_is_refused(smoke_run):
@@ -43,7 +43,7 @@ def test_model_with_wrong_input_size_is_refused(smoke_run, tmp_path):
     for prop in good.metadata_props:
         bad.metadata_props.add(key=prop.key, value=prop.value)
     onnx.save(bad, str(path))
-    with pytest.raises(ConfigError, match=r"'obs': input 'obs' has 40 values but obs_layout sums to 49"):
+    with pytest.raises(ConfigError, match=r"'obs': input 'obs' has 40 values but obs_layout sums to 50"):
         load_policy(folder, load_robot("a1"))
 
 
@@ -70,8 +70,8 @@ def test_adapter_of_another_history_length_is_refused(smoke_run, tmp_path):
         def forward(self, history):
             return history[:, 0, :8]
 
-    torch.onnx.export(Short(), (torch.zeros(1, 20, 49),), str(tmp_path / "adapter.onnx"), input_names=["history"],
+    torch.onnx.export(Short(), (torch.zeros(1, 20, 50),), str(tmp_path / "adapter.onnx"), input_names=["history"],
                       output_names=["latent"], dynamo=False)
     policy = load_policy(tmp_path, load_robot("a1"))
-    with pytest.raises(ConfigError, match=r"input 'history' is \(20, 49\); policy.onnx expects \(50, 49\)"):
+    with pytest.raises(ConfigError, match=r"input 'history' is \(20, 50\); policy.onnx expects \(50, 50\)"):
         load_adapter(tmp_path, policy)

@@ -52,7 +52,7 @@ def test_onnxruntime_matches_torch_on_random_inputs(smoke_run):
     cfg, actor, student, robust = _torch_models(smoke_run)
     export = smoke_run / "export"
     rng = np.random.default_rng(0)
-    obs_dim = 49
+    obs_dim = 50
     cases = {
         "policy.onnx": (PolicyGraph(actor), {"obs": (1, obs_dim), "latent": (1, cfg.latent_dim)}),
         "adapter.onnx": (AdapterGraph(student), {"history": (1, cfg.history_length, obs_dim)}),

@@ -46,7 +46,7 @@ def test_bad_action_is_refused():
     env.reset()
     with pytest.raises(ValueError, match="finite"):
         env.step(np.full(env.n_actions, np.nan))
-    with pytest.raises(ValueError, match="14"):
+    with pytest.raises(ValueError, match="15"):
         env.step(np.zeros(3))
     env.close()
 

@@ -22,7 +22,7 @@ def test_the_starter_set_covers_the_family():
 @pytest.mark.parametrize("path", STARTERS, ids=lambda p: Path(p).stem)
 def test_every_starter_scenario_loads_and_runs_to_its_end(path):
     scenario = load_scenario(path)
-    trace = run_scenario(scenario, lambda obs, info: np.zeros(14))
+    trace = run_scenario(scenario, lambda obs, info: np.zeros(15))
     assert not trace.fell, f"{scenario.name}: the bare gait generator fell"
     assert len(trace.t) == int(round(scenario.duration_s / scenario.robot.control_dt))
     assert trace.t[-1] == pytest.approx(scenario.duration_s)
