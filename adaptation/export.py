@@ -161,11 +161,15 @@ def write_manifest(run: Path, out: Path, command: str) -> dict:
 
 
 def ship(run: str | Path, dest: str | Path, command: str) -> Path:
-    """Copy a run's exported artifacts into `dest` (e.g. models/a1) and record the command that made them."""
+    """Copy a run's exported artifacts into `dest` (e.g. models/a1), record the command that made them, and write
+    the model card (which evaluates every method on every scenario)."""
     run, dest = Path(run), Path(dest)
     src = run / "export"
     dest.mkdir(parents=True, exist_ok=True)
     for name in ARTIFACTS:
         shutil.copy(src / name, dest / name)
     write_manifest(run, dest, command=command)
+    from metaloco.adaptation.model_card import write_model_card
+
+    write_model_card(run, dest)
     return dest

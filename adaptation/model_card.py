@@ -66,6 +66,36 @@ def _fmt(value) -> str:
     return str(value)
 
 
+FAULT_SCENARIOS = ("fr_knee_locked", "rl_thigh_limp", "fl_knee_weak", "fl_hip_bias", "knee_locked_then_ice")
+
+
+def targets_section(results: dict, rows: list) -> list[str]:
+    """The issue's targets, each computed from the table above, met or not."""
+    lines = ["## Targets (computed from the table above)", ""]
+    nominal = results.get(("nominal_flat", "adaptive"))
+    if nominal:
+        ok = nominal["tracking_error_mps"] is not None and nominal["tracking_error_mps"] <= 0.1 and nominal["falls"] == 0
+        lines.append(f"- Nominal flat ground tracks 0.5 m/s within 0.1 m/s, no falls: **{'met' if ok else 'NOT met'}** "
+                     f"(tracking error {_fmt(nominal['tracking_error_mps'])} m/s, {nominal['falls']} falls).")
+    event_scenarios = [name for name, _ in rows if (name, "adaptive") in results
+                       and results[(name, "adaptive")]["recovery_time_s"] != 0.0 and name != "nominal_flat"]
+    for name in event_scenarios:
+        a, o = results[(name, "adaptive")], results[(name, "oracle")]
+        rec = a["recovery_time_s"]
+        ratio = a["return_mean"] / o["return_mean"] if o["return_mean"] else float("nan")
+        verdict_rec = "met" if rec is not None and rec <= 1.0 else "NOT met"
+        verdict_ret = "met" if ratio >= 0.9 else "NOT met"
+        line = (f"- {name}: adaptive recovery {_fmt(rec)} s (target <= 1.0: **{verdict_rec}**); adaptive return "
+                f"{ratio:.0%} of oracle (target >= 90%: **{verdict_ret}**)")
+        if name in FAULT_SCENARIOS:
+            n, r = results[(name, "nominal")], results[(name, "robust")]
+            above = a["return_mean"] > max(n["return_mean"], r["return_mean"])
+            line += (f"; above nominal ({_fmt(n['return_mean'])}) and robust ({_fmt(r['return_mean'])}): "
+                     f"**{'yes' if above else 'NO'}**")
+        lines.append(line + ".")
+    return lines + [""]
+
+
 def write_model_card(run: str | Path, model_dir: str | Path, episodes: int = 2,
                      progress: Callable[[str], None] = print) -> Path:
     """Evaluate every method on every scenario and write MODEL_CARD.md (and training_curve.png) in model_dir."""
@@ -138,6 +168,7 @@ def write_model_card(run: str | Path, model_dir: str | Path, episodes: int = 2,
                 lines.append(f"| {label} | {method} | {_fmt(r['return_mean'])} | {_fmt(r['distance_m'])} | "
                              f"{_fmt(r['tracking_error_mps'])} | {r['falls']} | {_fmt(r['recovery_time_s'])} |")
         lines.append("")
+    lines += targets_section(results, rows)
     card = model_dir / "MODEL_CARD.md"
     card.write_text("\n".join(lines) + "\n")
     return card
