@@ -72,14 +72,33 @@ def _link_config(robot: str, baud: int) -> RobotConfig:
     return cfg
 
 
-def _driver(protocol: str, cfg: RobotConfig, port: str):
+def _connect(protocol: str, cfg: RobotConfig, port: str, attempts: int = 3):
+    """The host driver, connected with torque on; a connect that times out on a busy machine is tried again."""
     if protocol == "dynamixel":
-        from metaloco.hardware.dynamixel import DynamixelDriver
+        from metaloco.hardware.dynamixel import DynamixelDriver as Driver
+    else:
+        from metaloco.hardware.serial_bridge import SerialBridgeDriver as Driver
+    for attempt in range(attempts):
+        driver = None
+        try:
+            driver = Driver(cfg, port=port)
+            driver.set_torque_enabled(True)
+            return driver
+        except DriverError:
+            if driver is not None:
+                driver.close()
+            if attempt == attempts - 1:
+                raise
 
-        return DynamixelDriver(cfg, port=port)
-    from metaloco.hardware.serial_bridge import SerialBridgeDriver
 
-    return SerialBridgeDriver(cfg, port=port)
+def _cycle(driver, command: JointCommand) -> bool:
+    """One read+write cycle; False when it failed (the driver counted why: timeout, CRC, dropped frame)."""
+    try:
+        driver.read_state()
+        driver.write_command(command)
+    except DriverError:
+        return False
+    return True
 
 
 def _serve_device(protocol: str, robot: str, baud: int, pace: bool, conn) -> None:
@@ -120,28 +139,20 @@ def run_serial_bench(protocol: str = "dynamixel", seconds: float = 5.0, *, baud:
     try:
         if not ours.poll(30.0):
             raise RuntimeError(f"the {protocol} emulator did not start within 30 s")
-        port = ours.recv()
-        driver = _driver(protocol, cfg, port)
+        driver = _connect(protocol, cfg, ours.recv())
         try:
-            driver.set_torque_enabled(True)
             command = JointCommand(position=np.asarray(cfg.default_joint_pos), kp=np.asarray(cfg.kp),
                                    kd=np.asarray(cfg.kd))
             for _ in range(50):
-                driver.read_state()
-                driver.write_command(command)
+                _cycle(driver, command)
             stats0 = dataclasses.replace(driver.stats)
             cycles = []
             start = time.perf_counter()
             failures = 0
             while (t0 := time.perf_counter()) - start < seconds:
-                try:
-                    driver.read_state()
-                    driver.write_command(command)
-                    failures = 0
-                except DriverError:  # a timed-out or corrupted cycle: in the driver's stats, and its time counts
-                    failures += 1
-                    if failures > 20:
-                        raise
+                failures = 0 if _cycle(driver, command) else failures + 1
+                if failures > 20:
+                    raise DriverError(f"20 {protocol} cycles in a row failed: {driver.stats}")
                 cycles.append(time.perf_counter() - t0)
             elapsed = time.perf_counter() - start
         finally:

@@ -7,6 +7,7 @@ hiccups into link failures; tests of timeouts set their own.
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import pybullet
@@ -59,6 +60,22 @@ def _standing(sim: SimRobot, min_height: float = 0.22) -> tuple[bool, str]:
     rot = np.asarray(pybullet.getMatrixFromQuaternion(quat)).reshape(3, 3)
     tilt = float(np.arccos(np.clip(rot[2, 2], -1.0, 1.0)))
     return pos[2] > min_height and tilt < 0.25, f"base height {pos[2]:.3f} m, tilt {tilt:.2f} rad"
+
+
+def wait_for(condition, timeout_s: float = 2.0) -> bool:
+    """Poll `condition()` until it holds or `timeout_s` passes (device threads run on their own schedule)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
+
+
+@pytest.fixture
+def eventually():
+    """`eventually(condition, timeout_s=2.0) -> bool`: poll until a device thread has done something."""
+    return wait_for
 
 
 @pytest.fixture

@@ -82,14 +82,16 @@ def test_servo_path_moves_the_a1_as_direct_pd_does(a1, driver, bus, sim, step):
     assert np.allclose(through_servos, direct, atol=0.03), f"servo path {through_servos} vs direct PD {direct}"
 
 
-def test_bus_watchdog_is_armed_and_stops_a_silent_bus(a1, driver, bus):
+def test_bus_watchdog_is_armed_and_stops_a_silent_bus(a1, driver, bus, eventually):
     ids = a1.dynamixel.ids
     driver.read_state()  # a round trip: every earlier (reply-less) write has been executed
     assert all(bus.register(sid, dxl.BUS_WATCHDOG) == a1.dynamixel.watchdog_ms // 20 for sid in ids)
     driver.set_torque_enabled(True)
     driver.read_state()
-    time.sleep(a1.dynamixel.watchdog_ms / 1000 + 0.06)
-    assert all(bus.register(sid, dxl.BUS_WATCHDOG) == 0xFF for sid in ids), "Bus Watchdog Error (-1)"
+    t0 = time.monotonic()
+    tripped = lambda: all(bus.register(sid, dxl.BUS_WATCHDOG) == 0xFF for sid in ids)  # noqa: E731
+    assert eventually(tripped), "Bus Watchdog Error (-1)"
+    assert time.monotonic() - t0 > 0.8 * a1.dynamixel.watchdog_ms / 1000, "not before the watchdog period"
     stopped = [bus.register(sid, dxl.GOAL_POSITION) == bus.register(sid, dxl.PRESENT_POSITION) for sid in ids]
     assert all(stopped), "each servo holds where it was when the bus went silent"
     driver.reconnect()
@@ -98,14 +100,13 @@ def test_bus_watchdog_is_armed_and_stops_a_silent_bus(a1, driver, bus):
     assert all(armed), "cleared and re-armed"
 
 
-def test_close_turns_torque_off(a1, bus):
+def test_close_turns_torque_off(a1, bus, eventually):
     drv = DynamixelDriver(a1, port=bus.port)
     drv.set_torque_enabled(True)
+    drv.read_state()
+    assert all(bus.register(sid, dxl.TORQUE_ENABLE) == 1 for sid in a1.dynamixel.ids)
     drv.close()
-    deadline = time.monotonic() + 1.0
-    while any(bus.register(sid, dxl.TORQUE_ENABLE) for sid in a1.dynamixel.ids) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert all(bus.register(sid, dxl.TORQUE_ENABLE) == 0 for sid in a1.dynamixel.ids)
+    assert eventually(lambda: all(bus.register(sid, dxl.TORQUE_ENABLE) == 0 for sid in a1.dynamixel.ids))
 
 
 def test_wrong_port_is_named(a1):
@@ -157,6 +158,7 @@ def test_late_replies_count_as_timeouts(a1, sim):
             drv.read_state()
         assert drv.stats.timeouts == 2
         device.faults.late_rate = 0.0
+        a1.dynamixel.retries = 3  # the driver reads its config live; slack for a loaded machine
         time.sleep(0.1)
         drv.read_state()  # the link is usable again once replies are on time
         drv.close()
@@ -165,7 +167,7 @@ def test_late_replies_count_as_timeouts(a1, sim):
 def test_corrupted_and_truncated_replies_are_never_read_as_data(a1, sim):
     faults = LinkFaults()
     with DynamixelEmulator(sim, a1, faults=faults, seed=3) as device:
-        a1.dynamixel = dataclasses.replace(a1.dynamixel, timeout_ms=5.0, retries=0)
+        a1.dynamixel = dataclasses.replace(a1.dynamixel, timeout_ms=20.0, retries=0)
         drv = DynamixelDriver(a1, port=device.port)
         faults.corrupt_crc_rate = faults.drop_byte_rate = 0.02
         good = failed = 0
