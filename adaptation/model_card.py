@@ -85,7 +85,7 @@ def targets_section(results: dict, rows: list) -> list[str]:
         ratio = a["return_mean"] / o["return_mean"] if o["return_mean"] else float("nan")
         verdict_rec = "met" if rec is not None and rec <= 1.0 else "NOT met"
         verdict_ret = "met" if ratio >= 0.9 else "NOT met"
-        line = (f"- {name}: adaptive recovery {_fmt(rec)} s (target <= 1.0: **{verdict_rec}**); adaptive return "
+        line = (f"- {name}: adaptive recovery {_fmt(rec)}{' s' if rec is not None else ''} (target <= 1.0: **{verdict_rec}**); adaptive return "
                 f"{ratio:.0%} of oracle (target >= 90%: **{verdict_ret}**)")
         if name in FAULT_SCENARIOS:
             n, r = results[(name, "nominal")], results[(name, "robust")]

@@ -108,6 +108,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_scenario(argparse.Namespace(scenario="fr_knee_locked", json=False))
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from metaloco.adaptation.report import regenerate_report
+
+    path = regenerate_report(args.dir, compare=args.compare, title=args.title)
+    print(f"metaloco report: wrote {path}", file=sys.stderr)
+    return 0
+
+
 def _not_yet(issue: int, what: str):
     def run(args: argparse.Namespace) -> int:
         print(f"metaloco {what}: not implemented yet (tracked in issue {issue}).", file=sys.stderr)
@@ -161,8 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the README demo")
     demo.set_defaults(func=cmd_demo)
 
-    for name, issue, text in (("up", 4, "run a launch file"),
-                              ("trial", 6, "run a field trial"), ("report", 6, "regenerate a trial report")):
+    report = sub.add_parser("report", help="regenerate a trial's report from its bag")
+    report.add_argument("dir", help="trial folder (DIR/bag) or a bag folder")
+    report.add_argument("--compare", default=None, help="a second trial shown side by side")
+    report.add_argument("--title", default=None)
+    report.set_defaults(func=cmd_report)
+
+    for name, issue, text in (("up", 4, "run a launch file"), ("trial", 6, "run a field trial")):
         p = sub.add_parser(name, help=f"{text} (not implemented yet: issue {issue})")
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=_not_yet(issue, name))
