@@ -191,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"metaloco: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        # Errors the layers raise for bad input (bags, drivers, launch files) carry a message meant for the user.
+        if type(err).__name__ in ("BagError", "DriverError", "LaunchError", "MessageError", "SafetyError"):
+            print(f"metaloco: error: {err}", file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:
         return 130
 
