@@ -51,16 +51,33 @@ class _Port(sdk.PortHandler):
         self.packet_start_time = self.getCurrentTime()
         self.packet_timeout = self.tx_time_per_byte * packet_length + self.timeout_ms
 
-    def readPort(self, length: int):  # noqa: N802 (SDK name)
+    def readPort(self, length: int) -> bytes:  # noqa: N802 (SDK name)
         if length <= 0:
             return b""
-        data = self.ser.read(length)
+        fd = self.ser.fd  # opened non-blocking by pyserial; os.read skips pyserial's per-call bookkeeping
+        data = _read_now(fd, length)
         if data:
             return data
         left_ms = self.packet_timeout - self.getTimeSinceStart()
-        if left_ms > 0:
-            select.select([self.ser.fileno()], [], [], left_ms / 1000.0)
-        return self.ser.read(length)
+        if left_ms > 0 and select.select([fd], [], [], left_ms / 1000.0)[0]:
+            data = _read_now(fd, length)
+            if not data:
+                raise serial.SerialException("device reports readiness to read but returned no data (disconnected?)")
+        return data
+
+
+def _read_now(fd: int, length: int) -> bytes:
+    try:
+        return os.read(fd, length)
+    except BlockingIOError:
+        return b""
+
+
+class _PacketHandler(sdk.Protocol2PacketHandler):
+    """The SDK's Protocol 2.0 handler with a precomputed CRC table (the SDK rebuilds its table on every call)."""
+
+    def updateCRC(self, crc_accum: int, data_blk_ptr, data_blk_size: int) -> int:  # noqa: N802 (SDK name)
+        return dxl.crc16(bytes(data_blk_ptr[:data_blk_size]), crc_accum)
 
 
 class DynamixelDriver:
@@ -90,7 +107,7 @@ class DynamixelDriver:
         self.units = dxl.ServoUnits.from_config(self.dxl)
         self.imu = imu
         self.stats = DriverStats()
-        self._ph = sdk.PacketHandler(2.0)
+        self._ph = _PacketHandler()
         self._port: _Port | None = None
         self._ticks = np.zeros(len(self.joint_names), dtype=np.int64)
         self._gains: tuple | None = None

@@ -77,9 +77,8 @@ def _crc_table() -> list[int]:
 _CRC_TABLE = _crc_table()
 
 
-def crc16(data: bytes | bytearray) -> int:
-    """The Protocol 2.0 CRC-16 (poly 0x8005, init 0, MSB first) of `data`."""
-    crc = 0
+def crc16(data: bytes | bytearray, crc: int = 0) -> int:
+    """The Protocol 2.0 CRC-16 (poly 0x8005, init 0, MSB first) of `data`, continuing from `crc`."""
     table = _CRC_TABLE
     for byte in data:
         crc = ((crc << 8) ^ table[((crc >> 8) ^ byte) & 0xFF]) & 0xFFFF

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from metaloco.hardware import dynamixel_protocol as dxl
+from metaloco.hardware.dynamixel import _PacketHandler
 
 
 def h(text: str) -> bytes:
@@ -59,9 +60,11 @@ def test_crc_is_the_protocol_crc():
     assert dxl.crc16(b"123456789") == 0xFEE8
 
 
-@given(st.binary(max_size=300))
-def test_crc_agrees_with_the_official_sdk(data):
-    assert dxl.crc16(data) == Protocol2PacketHandler().updateCRC(0, list(data), len(data))
+@given(st.binary(max_size=300), st.integers(0, 0xFFFF))
+def test_crc_agrees_with_the_official_sdk(data, start):
+    official = Protocol2PacketHandler().updateCRC(start, list(data), len(data))
+    assert dxl.crc16(data, start) == official
+    assert _PacketHandler().updateCRC(start, list(data) + [0x55], len(data)) == official, "the driver's handler"
 
 
 def test_stuffing_hides_the_header_inside_a_packet():
