@@ -113,13 +113,14 @@ def make_distillation_runner(cfg: TrainConfig, venv: SubprocVecEnv, teacher_stat
     return runner
 
 
-def _episode_stats(venv: SubprocVecEnv, mark: int) -> tuple[float, float, float, int]:
+def _episode_stats(venv: SubprocVecEnv, mark: int) -> tuple[float, float, float, float, int]:
     returns = venv.completed_returns[mark:]
     if not returns:
-        return float("nan"), float("nan"), float("nan"), 0
+        return float("nan"), float("nan"), float("nan"), float("nan"), 0
     lengths = venv.completed_lengths[mark:]
     falls = venv.completed_falls[mark:]
-    return float(np.mean(returns)), float(np.mean(lengths)), float(np.mean(falls)), len(returns)
+    tracking = venv.completed_tracking[mark:]
+    return float(np.mean(returns)), float(np.mean(lengths)), float(np.mean(falls)), float(np.mean(tracking)), len(returns)
 
 
 def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
@@ -150,7 +151,7 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
             writer = csv.writer(fh)
             if new_file:
                 writer.writerow(["iteration", "env_steps", "wall_s", "mean_return", "mean_episode_steps",
-                                 "fall_rate", "episodes", "difficulty", "loss"])
+                                 "fall_rate", "tracking", "episodes", "difficulty", "loss"])
             while it < total_iterations:
                 n = min(cfg.checkpoint_every, total_iterations - it)
                 mark = len(venv.completed_returns)
@@ -158,22 +159,23 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
                 runner.learn(num_learning_iterations=n)
                 wall += time.time() - start
                 it += n
-                ret, length, fall_rate, episodes = _episode_stats(venv, mark)
+                ret, length, fall_rate, tracking, episodes = _episode_stats(venv, mark)
                 if fixed_difficulty is None and episodes > 0:
                     c = cfg.curriculum
-                    if fall_rate < c.max_fall_rate and length > c.min_episode_fraction * venv.max_episode_length:
+                    if (fall_rate < c.max_fall_rate and length > c.min_episode_fraction * venv.max_episode_length
+                            and tracking >= c.min_tracking):
                         difficulty = min(1.0, difficulty + c.step)
                         venv.set_difficulty(difficulty)
                 loss = _last_loss(runner)
                 writer.writerow([it, it * steps_per_it, round(wall, 1), round(ret, 4), round(length, 1),
-                                 round(fall_rate, 3), episodes, round(difficulty, 2), round(loss, 5)])
+                                 round(fall_rate, 3), round(tracking, 3), episodes, round(difficulty, 2), round(loss, 5)])
                 fh.flush()
                 tmp = ckpt_path.with_suffix(".tmp")
                 torch.save({"alg": runner.alg.save(), "iteration": it, "wall_s": wall, "difficulty": difficulty}, tmp)
                 os.replace(tmp, ckpt_path)
                 eta = wall / it * (total_iterations - it) / 60
                 log(f"[{name}] it {it}/{total_iterations} | {it * steps_per_it / 1e6:.2f}M steps | return {ret:.3f} | "
-                    f"episode {length:.0f} steps | falls {fall_rate:.0%} | difficulty {difficulty:.2f} | "
+                    f"episode {length:.0f} steps | falls {fall_rate:.0%} | tracking {tracking:.2f} | difficulty {difficulty:.2f} | "
                     f"{wall / 60:.1f} min, ETA {eta:.1f} min")
         return PhaseResult(iterations=it, env_steps=it * steps_per_it, wall_s=wall, difficulty=difficulty)
     finally:

@@ -32,7 +32,9 @@ class CurriculumConfig:
     step: float = spec(0.1, range=(0.0, 1.0), doc="Increase per check that passes.")
     max_fall_rate: float = spec(0.25, range=(0.0, 1.0), doc="Raise difficulty only if fewer episodes than this fall.")
     min_episode_fraction: float = spec(0.6, range=(0.0, 1.0),
-                                       doc="... and episodes last at least this fraction of the time limit.")
+                                       doc="... and episodes last at least this fraction of the time limit ...")
+    min_tracking: float = spec(0.5, range=(0.0, 1.0),
+                               doc="... and velocity tracking, mean exp(-err^2/sigma) over the episode, reaches this.")
 
 
 @dataclass

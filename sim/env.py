@@ -162,7 +162,9 @@ class LocomotionEnv(gymnasium.Env):
         self.last_action = action
         self._obs = self._observe()
         truncated = self.steps >= self.max_steps
+        err2 = float((self.command[0] - lin_b[0]) ** 2 + (self.command[1] - lin_b[1]) ** 2)
         info = {"privileged": self.privileged(lin_b), "reward_terms": terms, "lin_vel_base": lin_b,
+                "tracking": math.exp(-err2 / self.cfg.reward.tracking_sigma),
                 "time_s": t, "fell": fell, "base_pos": pos, "command": self.command.copy()}
         return self._obs.copy(), reward, fell, truncated and not fell, info
 

@@ -8,11 +8,12 @@ policy adds a residual per joint and modulates the generator through three more 
 
     targets = default_pos + action_scale * actions[:n] + amplitude * lift(phase) + stride * sweep(phase)
     frequency = frequency_hz + frequency_range_hz * clip(actions[n], -1, 1)
-    amplitude = clip(1 + 0.5 * actions[n + 1], 0, 1.5)
+    amplitude = clip(1 + 0.5 * actions[n + 1], 0.5, 1.5)
     stride = stride_rad * clip(actions[n + 2], -1, 1)
     sweep: per leg, thigh offset cos(2 pi psi) (leg back at lift-off, forward at touch-down)
 
-With zero outputs the generator trots in place; speed comes from the stride.
+With zero outputs the generator trots in place; speed comes from the stride. The amplitude
+has a floor: the feet always step (a policy allowed to stop stepping settles on standing still).
 
 This one module is used by the training env and by the policy node on the robot, and
 `to_metadata`/`from_metadata` carry its parameters in the ONNX file, so the two cannot
@@ -97,7 +98,7 @@ class ActionMap:
         """
         a = np.asarray(actions, dtype=np.float64)
         n = self.n_joints
-        amplitude = min(1.5, max(0.0, 1.0 + 0.5 * float(a[n + 1])))
+        amplitude = min(1.5, max(0.5, 1.0 + 0.5 * float(a[n + 1])))
         frequency = self.gait.frequency_hz + self.gait.frequency_range_hz * min(1.0, max(-1.0, float(a[n])))
         stride = min(1.0, max(-1.0, float(a[n + 2])))
         out = self.default_pos + self.action_scale * a[:n] + self.swing_offsets(self.phase, amplitude, stride)
@@ -113,7 +114,7 @@ class ActionMap:
         """The `gait` ONNX metadata value (JSON)."""
         return json.dumps({**asdict(self.gait), "leg_phase_offsets": list(LEG_PHASE_OFFSETS),
                            "outputs": ["frequency", "amplitude", "stride"],
-                           "formula": "targets = default + scale*a[:n] + clip(1+0.5*a[n+1],0,1.5)*lift(psi)*"
+                           "formula": "targets = default + scale*a[:n] + clip(1+0.5*a[n+1],0.5,1.5)*lift(psi)*"
                                       "(swing_hip, swing_thigh, swing_knee) + clip(a[n+2],-1,1)*cos(2 pi psi)*"
                                       "(0, stride_rad, 0), per leg with psi=(phase+leg_offset)%1 and "
                                       "lift=sin(2 pi psi) if psi<0.5 else 0; then phase += (f + f_range*clip(a[n],-1,1))*dt"})

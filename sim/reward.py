@@ -18,7 +18,7 @@ from metaloco.schema import spec
 class RewardConfig:
     """Weights of the reward terms (0 turns a term off)."""
 
-    tracking_lin_vel: float = spec(1.0, doc="exp(-|v_cmd_xy - v_xy|^2 / sigma)")
+    tracking_lin_vel: float = spec(1.5, doc="exp(-|v_cmd_xy - v_xy|^2 / sigma)")
     tracking_ang_vel: float = spec(0.5, doc="exp(-(yaw_cmd - w_z)^2 / sigma)")
     tracking_sigma: float = spec(0.25, doc="Width of the tracking kernels.", range=(1e-3, 10.0))
     lin_vel_z: float = spec(-2.0, doc="Vertical base velocity squared.")

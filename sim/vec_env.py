@@ -26,6 +26,7 @@ def _worker(conn: Connection, cfg: EnvConfig, seeds: list[int]) -> None:
     try:
         envs = [LocomotionEnv(cfg, seed=s) for s in seeds]
         returns = np.zeros(len(envs))
+        tracking = np.zeros(len(envs))
         lengths = np.zeros(len(envs), dtype=np.int64)
         while True:
             cmd, arg = conn.recv()
@@ -42,9 +43,10 @@ def _worker(conn: Connection, cfg: EnvConfig, seeds: list[int]) -> None:
                     o, r, term, trunc, info = env.step(arg[k])
                     returns[k] += r
                     lengths[k] += 1
+                    tracking[k] += info["tracking"]
                     if term or trunc:
-                        finished.append((returns[k], lengths[k], term))
-                        returns[k], lengths[k] = 0.0, 0
+                        finished.append((returns[k], lengths[k], term, tracking[k] / lengths[k]))
+                        returns[k], lengths[k], tracking[k] = 0.0, 0, 0.0
                         o, info = env.reset()
                     obs.append(o)
                     priv.append(info["privileged"])
@@ -113,6 +115,8 @@ class SubprocVecEnv(VecEnv):
         self.completed_returns: list[float] = []
         self.completed_lengths: list[int] = []
         self.completed_falls: list[bool] = []
+        self.completed_tracking: list[float] = []
+        """Per finished episode: mean of exp(-|v_cmd_xy - v_xy|^2 / sigma) over its steps (1 = perfect)."""
         self.history_length = history_length
         self._obs, self._priv = self._gather("reset", [None] * len(self._conns))
         self._history = torch.zeros(num_envs, max(history_length, 1), self.num_obs)
@@ -149,10 +153,11 @@ class SubprocVecEnv(VecEnv):
         self._history[torch.from_numpy(done)] = 0.0
         self._history[:, -1] = self._obs
         for r in replies:
-            for ret, length, f in r[5]:
+            for ret, length, f, track in r[5]:
                 self.completed_returns.append(float(ret))
                 self.completed_lengths.append(int(length))
                 self.completed_falls.append(bool(f))
+                self.completed_tracking.append(float(track))
         self.episode_length_buf += 1
         self.episode_length_buf[torch.from_numpy(done)] = 0
         extras = {"time_outs": torch.from_numpy(timeout).to(self.device), "log": {}}
