@@ -64,9 +64,8 @@ class JointOrder:
         if len(values) != len(names):
             raise MessageError(f"{field} has {len(values)} values for {len(names)} joint names")
         out = np.asarray(values, dtype=np.float64)[self.index(names)]
-        bad = ~np.isfinite(out)
-        if bad.any():
-            joints = [j for j, b in zip(self.joint_names, bad, strict=True) if b]
+        if not np.isfinite(out).all():
+            joints = [j for j, ok in zip(self.joint_names, np.isfinite(out), strict=True) if not ok]
             raise MessageError(f"NaN or infinite value in {field} of {joints}")
         return out
 
@@ -99,28 +98,36 @@ def state_to_msgs(state: RobotState, joint_names: Sequence[str], stamp: Time,
     return joints, imu
 
 
-def state_from_msgs(joints: JointState, imu: Imu, order: JointOrder) -> RobotState:
+def state_from_msgs(joints: JointState, imu: Imu, order: JointOrder, effort: bool = True) -> RobotState:
     """A `RobotState` in our joint order from `joint_states` and `imu/data`.
 
-    Effort is optional (drivers without torque sensing send none); position and velocity are required.
+    Args:
+        joints: Positions and velocities are required; effort is optional (drivers without torque
+            sensing send none).
+        imu: Orientation, angular velocity, linear acceleration.
+        order: Our joint order.
+        effort: Read efforts too (False: zeros; the policy does not observe torques).
 
     Raises:
         MessageError: Missing joints, missing velocities, or a value that is not finite.
     """
     pos = order.pick(joints.name, joints.position, "joint_states.position")
     vel = order.pick(joints.name, joints.velocity, "joint_states.velocity")
-    effort = order.pick(joints.name, joints.effort, "joint_states.effort") if len(joints.effort) else np.zeros(len(pos))
+    torque = np.zeros(len(pos))
+    if effort and len(joints.effort):
+        torque = order.pick(joints.name, joints.effort, "joint_states.effort")
     q, w, a = imu.orientation, imu.angular_velocity, imu.linear_acceleration
-    quat = np.array([q.x, q.y, q.z, q.w])
-    ang_vel = np.array([w.x, w.y, w.z])
-    lin_acc = np.array([a.x, a.y, a.z])
-    for name, value in (("orientation", quat), ("angular_velocity", ang_vel), ("linear_acceleration", lin_acc)):
-        if not np.all(np.isfinite(value)):
-            raise MessageError(f"NaN or infinite value in imu/data.{name}")
-    if abs(np.linalg.norm(quat) - 1.0) > 0.05:
-        raise MessageError(f"imu/data.orientation is not a unit quaternion (norm {np.linalg.norm(quat):.3f})")
-    return RobotState(stamp_s=stamp_seconds(joints.header.stamp), joint_pos=pos, joint_vel=vel, joint_torque=effort,
-                      imu_quat=quat, imu_ang_vel=ang_vel, imu_lin_acc=lin_acc)
+    values = np.array([q.x, q.y, q.z, q.w, w.x, w.y, w.z, a.x, a.y, a.z])
+    if not np.isfinite(values).all():
+        bad = [name for name, part in (("orientation", values[:4]), ("angular_velocity", values[4:7]),
+                                       ("linear_acceleration", values[7:])) if not np.isfinite(part).all()]
+        raise MessageError(f"NaN or infinite value in imu/data.{bad[0]}")
+    quat = values[:4]
+    norm = float(np.sqrt(quat @ quat))
+    if abs(norm - 1.0) > 0.05:
+        raise MessageError(f"imu/data.orientation is not a unit quaternion (norm {norm:.3f})")
+    return RobotState(stamp_s=stamp_seconds(joints.header.stamp), joint_pos=pos, joint_vel=vel, joint_torque=torque,
+                      imu_quat=quat, imu_ang_vel=values[4:7], imu_lin_acc=values[7:])
 
 
 def targets_to_msg(targets: np.ndarray, joint_names: Sequence[str], stamp: Time) -> JointState:

@@ -19,6 +19,7 @@ the robot YAML is refused at start (`load_policy`).
 from __future__ import annotations
 
 import collections
+import re
 import time
 from typing import Any
 
@@ -222,8 +223,8 @@ class PolicyNode(Node):
             self.get_logger().warning(f"adaptation/latent ignored: {err}", throttle_duration_sec=5.0)
             return
         if len(latent) != self.policy.latent_dim or not np.all(np.isfinite(latent)):
-            self.get_logger().warning(f"adaptation/latent ignored: expected {self.policy.latent_dim} finite values, "
-                                   f"got {latent.tolist()}", throttle_duration_sec=5.0)
+            self.get_logger().warning(f"adaptation/latent ignored: expected {self.policy.latent_dim} finite "
+                                      f"values, got {latent.tolist()}", throttle_duration_sec=5.0)
             return
         self.latent, self._latent_t, self.latent_source = latent, time.monotonic(), "adaptation"
 
@@ -265,14 +266,14 @@ class PolicyNode(Node):
             return self._refuse(f"imu/data stale: {(now - self._imu_t) * 1000:.0f} ms old "
                                 f"(limit {self.timeout * 1000:.0f} ms)")
         try:
-            state = state_from_msgs(joints, self._imu, self.order)
+            state = state_from_msgs(joints, self._imu, self.order, effort=False)
         except MessageError as err:
             return self._refuse(str(err))
         notes = []
         command = self._command
         if self._command_t is not None and now - self._command_t > self.cfg.cmd_vel_timeout_s:
             command = np.zeros(3)
-            notes.append(f"cmd_vel stale ({now - self._command_t:.1f} s): zero velocity")
+            notes.append(f"no cmd_vel for {now - self._command_t:.1f} s: zero velocity")
         elif not np.all(np.isfinite(command)):
             return self._refuse("NaN or infinite value in cmd_vel")
         if self._latent_t is not None and now - self._latent_t > self.cfg.latent_timeout_s:
@@ -303,7 +304,8 @@ class PolicyNode(Node):
         self._set_problem(reason, self.notes)
 
     def _set_problem(self, problem: str | None, notes: list[str]) -> None:
-        changed = problem != self.problem or notes != self.notes
+        # Say it at once when the kind of condition changes, not when only its figures do (ages, times).
+        changed = [_gist(t) for t in [problem, *notes]] != [_gist(t) for t in [self.problem, *self.notes]]
         self.problem, self.notes = problem, notes
         if changed:
             if problem:
@@ -330,6 +332,11 @@ class PolicyNode(Node):
             level, message = OK, "running"
         self._diagnostics.publish(diagnostic_array(self.get_clock().now().to_msg(),
                                                    status(self.get_name(), level, message, self.summary())))
+
+
+def _gist(text: str | None) -> str | None:
+    """A message without its figures."""
+    return None if text is None else re.sub(r"[-+]?\d[\d.]*", "#", text)
 
 
 def main(args: list[str] | None = None) -> int:

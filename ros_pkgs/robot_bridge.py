@@ -161,8 +161,8 @@ class RobotBridge(Node):
             if self.lockstep:
                 self._state_clock = {k: v for k, v in self._state_clock.items() if v > now - 1.0}
                 self._state_clock[stamp.nanoseconds] = now
+            self._imu.publish(imu)  # first: joint_states triggers the policy's cycle, which should find this imu
             self._joint_states.publish(joints)
-            self._imu.publish(imu)
         if self._auto:
             self._auto_activate(now)
         if self.sim is not None:
