@@ -239,8 +239,12 @@ class LaunchFile:
                     raise LaunchError(f"{self.path}:{child.line}: parameter file {file} not found")
                 node.params.append(("from", str(file)))
             else:
-                node.params.append((self._sub(child.attrib["name"], variables, child),
-                                    self._sub(child.attrib["value"], variables, child)))
+                name, value = (self._sub(child.attrib[k], variables, child) for k in ("name", "value"))
+                try:
+                    param_yaml(value)
+                except ValueError as err:
+                    raise LaunchError(f"{self.path}:{child.line}: <param name='{name}'>: {err}") from None
+                node.params.append((name, value))
         return node
 
     def _enabled(self, e: Element, variables: dict[str, str]) -> bool:
@@ -281,15 +285,25 @@ class LaunchFile:
 def param_yaml(value: str) -> str:
     """A `<param value>` as rcl's `-p name:=VALUE` needs it, typed the way ros2 launch types it.
 
-    The text is read as YAML (so "true" is a bool, "3" an int, "[1, 2]" a list); text that is not
-    a parameter value in YAML ("", "a: b") stays a string, quoted.
+    The text is read as YAML, as launch_ros does: "true" is a bool, "3" an int, "[1, 2]" a list of
+    ints, "'3'" the string 3. What ros2 launch refuses is refused here too, so the file behaves the
+    same under both runners.
+
+    Raises:
+        ValueError: The value is empty, a mapping, or a list that is empty or of mixed types
+            (ros2 launch refuses these; quote a string, e.g. value="''" for an empty one).
     """
     try:
         typed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        typed = value
-    if typed is None or isinstance(typed, dict):
-        typed = value
+    except yaml.YAMLError as err:
+        raise ValueError(f"value {value!r} is not valid YAML: {err}") from None
+    if isinstance(typed, list):
+        kinds = {type(v) for v in typed}
+        if len(kinds) != 1 or not kinds <= {bool, int, float, str}:
+            raise ValueError(f"value {value!r}: a list parameter needs items of one type (bool, int, float, str)")
+    elif type(typed) not in (bool, int, float, str):
+        raise ValueError(f"value {value!r} reads as {type(typed).__name__}, which ros2 launch refuses; quote "
+                         "a string (value=\"''\" for an empty one)")
     text = yaml.safe_dump(typed, default_flow_style=True, width=1 << 30).strip()
     return text[:-3].strip() if text.endswith("...") else text  # a scalar document ends with "..."
 

@@ -87,6 +87,8 @@ def test_unknown_tag_fails_naming_the_tag_and_its_line(tmp_path, capsys):
     ('<node pkg="metaloco" exec="policy_node"><param name="x" value="$(command ls)"/></node>',
      "unsupported substitution $(command ls)"),
     ('<arg name="model_dir"/>', "launch argument 'model_dir' is required"),
+    ('<node pkg="metaloco" exec="robot_bridge"><param name="port" value=""/></node>',
+     ":2: <param name='port'>: value '' reads as NoneType, which ros2 launch refuses"),
     ('<node pkg="metaloco" exec="policy_node"', "not well-formed XML"),
 ])
 def test_unsupported_launch_content_is_an_error_not_skipped(tmp_path, body, message):
@@ -105,8 +107,11 @@ def test_a_missing_model_path_fails_clearly(capsys):
 
 
 def test_param_values_are_typed_as_ros2_launch_types_them():
-    assert [param_yaml(v) for v in ("true", "3", "3.0", "a1", "", "a: b", "[1, 2]")] == \
-        ["true", "3", "3.0", "a1", "''", "'a: b'", "[1, 2]"]
+    assert [param_yaml(v) for v in ("true", "3", "3.0", "a1", "''", "'3'", "[1, 2]", "/dev/tty USB")] == \
+        ["true", "3", "3.0", "a1", "''", "'3'", "[1, 2]", "/dev/tty USB"]
+    for refused in ("", "a: b", "[]", "[1, a]"):
+        with pytest.raises(ValueError):
+            param_yaml(refused)
 
 
 def test_nodes_yaml_sets_only_declared_parameters_with_valid_values():
