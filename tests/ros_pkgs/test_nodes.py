@@ -89,7 +89,8 @@ class Spinner:
         return node
 
     def close(self) -> None:
-        for executor, thread, node in reversed(self.running):
+        while self.running:
+            executor, thread, node = self.running.pop()
             executor.shutdown(timeout_sec=2.0)
             thread.join(timeout=2.0)
             node.destroy_node()
@@ -400,3 +401,33 @@ def test_sim_events_hurt_the_simulated_robot_and_bad_ones_are_refused(context, s
     assert "FR_knee" in bridge.problem and "sim/events rejected" in bridge.problem
     wait_for(lambda: any("FR_knee" in status_values(s).get("last_problem", "")
                          for _, s in probe.statuses("robot_bridge")), 2.0, "a diagnostic naming the bad joint")
+
+
+def test_bridge_drives_a_serial_bridge_robot_and_damps_when_the_cable_is_pulled(context, spinner):
+    from metaloco.hardware.serial_bridge_emulator import SerialBridgeEmulator
+    from metaloco.sim.robot import SimRobot
+
+    sim = SimRobot(A1)
+    sim.reset()
+    device = SerialBridgeEmulator(sim, A1)  # the robot's microcontroller on a pty, the A1 behind it
+    try:
+        bridge, probe = start_bridge(context, spinner, driver="serial_bridge", port=device.port, stand_ramp_s=0.2)
+        wait_for(lambda: len(probe.received["joint_states"]) >= 5, 5.0, "joint_states read from the MCU")
+        msg = probe.received["joint_states"][-1][1]
+        with device.lock:
+            truth = sim.read_state().joint_pos
+        np.testing.assert_allclose([msg.position[msg.name.index(j)] for j in A1.joint_names], truth, atol=1e-3)
+        assert call(probe, "/robot_bridge/stand").success
+        applied = device.commands_applied
+        wait_for(lambda: device.commands_applied > applied + 5, 3.0, "PD commands reaching the MCU")
+        device.unplug()
+        wait_for(lambda: bridge.core.mode == "damping", 2.0, "damping on a lost link")
+        assert "link lost" in bridge.core.reason
+        assert call(probe, "/robot_bridge/rearm").success is False  # not while the link is down
+        device.replug()
+        wait_for(lambda: bridge.core.link_up, 5.0, "the bridge to reconnect")
+        assert call(probe, "/robot_bridge/rearm").success and bridge.core.mode == "passive"
+    finally:
+        spinner.close()  # the bridge lets go of the port before the device goes
+        device.close()
+        sim.close()
