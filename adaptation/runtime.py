@@ -110,6 +110,9 @@ def load_policy(model_dir: str | Path, robot: RobotConfig, filename: str = "poli
     obs_dim = _input_dim(sess, "obs", path)
     latent_dim = _input_dim(sess, "latent", path)
     n_actions = sess.get_outputs()[0].shape[-1]
+    if n_actions != n + GAIT_OUTPUTS:
+        raise ConfigError(str(path), "actions", f"model outputs {n_actions} actions; this metaloco's gait generator "
+                                                f"needs {n + GAIT_OUTPUTS} ({n} joints + {GAIT_OUTPUTS} gait outputs)")
     layout = [tuple(x) for x in meta["obs_layout"]]
     expected = obs_layout(n, n_actions if isinstance(n_actions, int) else n + GAIT_OUTPUTS)
     if layout != expected:

@@ -116,6 +116,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from metaloco.paths import launch_dir
+    from metaloco.ros_pkgs.launch_xml import run_launch
+
+    path = Path(args.file)
+    if not path.is_file() and (launch_dir() / args.file).is_file():
+        path = launch_dir() / args.file
+    return run_launch(str(path), args.rest)
+
+
 def _not_yet(issue: int, what: str):
     def run(args: argparse.Namespace) -> int:
         print(f"metaloco {what}: not implemented yet (tracked in issue {issue}).", file=sys.stderr)
@@ -175,7 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--title", default=None)
     report.set_defaults(func=cmd_report)
 
-    for name, issue, text in (("up", 4, "run a launch file"), ("trial", 6, "run a field trial")):
+    up = sub.add_parser("up", help="run a ROS 2 XML launch file in this process (the nodes ros2 launch would start)")
+    up.add_argument("file", help="launch/FILE.launch.xml, or a file name under the installed launch/ folder")
+    up.add_argument("rest", nargs="*", metavar="name:=value", help="launch arguments")
+    up.set_defaults(func=cmd_up)
+
+    for name, issue, text in (("trial", 6, "run a field trial"),):
         p = sub.add_parser(name, help=f"{text} (not implemented yet: issue {issue})")
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=_not_yet(issue, name))
