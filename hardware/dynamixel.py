@@ -27,7 +27,7 @@ import serial
 
 from metaloco.hardware import dynamixel_protocol as dxl
 from metaloco.hardware.interface import DriverError, DriverStats, JointCommand, RobotState
-from metaloco.hardware.robot_config import RobotConfig
+from metaloco.hardware.robot_config import DynamixelConfig, RobotConfig
 from metaloco.schema import ConfigError
 
 ImuSource = Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -43,13 +43,13 @@ class _Port(sdk.PortHandler):
     to 1 ms on the robot (`/sys/bus/usb-serial/devices/ttyUSB0/latency_timer`), and `timeout_ms` covers the rest.
     """
 
-    def __init__(self, port_name: str, timeout_ms: float):
+    def __init__(self, port_name: str, link: DynamixelConfig):
         super().__init__(port_name)
-        self.timeout_ms = timeout_ms
+        self.link = link  # read live: a changed timeout applies from the next transaction
 
     def setPacketTimeout(self, packet_length: int) -> None:  # noqa: N802 (SDK name)
         self.packet_start_time = self.getCurrentTime()
-        self.packet_timeout = self.tx_time_per_byte * packet_length + self.timeout_ms
+        self.packet_timeout = self.tx_time_per_byte * packet_length + self.link.timeout_ms
 
     def readPort(self, length: int) -> bytes:  # noqa: N802 (SDK name)
         if length <= 0:
@@ -180,18 +180,25 @@ class DynamixelDriver:
         if not os.path.exists(name):
             raise DriverError(f"serial port {name} does not exist (adapter unplugged, or wrong dynamixel.port "
                               f"in {self.cfg.source})")
-        port = _Port(name, self.dxl.timeout_ms)
+        port = _Port(name, self.dxl)
         try:
             port.setBaudRate(baud)  # opens the port at that speed
         except (serial.SerialException, OSError) as err:
             raise DriverError(f"cannot open serial port {name}: {err}") from None
         self._port = port
-        missing = [sid for sid in self.dxl.ids if not self._ping(sid)]
+        models = {sid: self._ping(sid) for sid in self.dxl.ids}
+        missing = [sid for sid, model in models.items() if model is None]
         if missing:
             found = [sid for sid in self.dxl.ids if sid not in missing]
             message = self._missing_message(missing, found)
             self._disconnect()
             raise DriverError(message)
+        wrong = {sid: model for sid, model in models.items() if self.dxl.model_number not in (0, model)}
+        if wrong:
+            self._disconnect()
+            raise DriverError(f"servo(s) on {self.port_name} of another model than dynamixel.model_number "
+                              f"{self.dxl.model_number} ({self.cfg.source}): "
+                              + ", ".join(f"ID {sid} ({self._joint(sid)}) is model {m}" for sid, m in wrong.items()))
         self._check_setup()
         self._read_group = sdk.GroupSyncRead(port, self._ph, *dxl.PRESENT_BLOCK)
         for sid in self.dxl.ids:
@@ -229,29 +236,28 @@ class DynamixelDriver:
             raise DriverError("servo setup does not fit metaloco (set these in the EEPROM, with torque off): "
                               + "; ".join(problems))
 
-    def _ping(self, sid: int) -> bool:
+    def _ping(self, sid: int) -> int | None:
+        """The servo's model number, or None when it does not answer (`retries` + 1 pings)."""
         for _ in range(self.dxl.retries + 1):
             model, result, _ = self._ph.ping(self._port, sid)
             if result == sdk.COMM_SUCCESS:
-                if self.dxl.model_number and model != self.dxl.model_number:
-                    joint = self.joint_names[self.dxl.ids.index(sid)]
-                    self._disconnect()
-                    raise DriverError(f"servo ID {sid} ({joint}) on {self.port_name} is model {model}, expected "
-                                      f"dynamixel.model_number {self.dxl.model_number} ({self.cfg.source})")
-                return True
-        return False
+                return model
+        return None
+
+    def _joint(self, sid: int) -> str:
+        return self.joint_names[self.dxl.ids.index(sid)]
 
     def _missing_message(self, missing: list[int], found: list[int]) -> str:
         name, baud = self.port_name, self.dxl.baud
         if found:
-            joints = [self.joint_names[self.dxl.ids.index(sid)] for sid in missing]
+            joints = [self._joint(sid) for sid in missing]
             return (f"servo ID(s) {missing} (joints {joints}) did not answer a ping on {name} at {baud} baud; "
                     f"IDs {found} did. Check power and wiring of those servos, or dynamixel.ids in {self.cfg.source}")
         first = self.dxl.ids[0]
         for other in sorted(dxl.BAUD_INDEX):
             if other == baud or not self._port.setBaudRate(other):
                 continue
-            if self._ph.ping(self._port, first)[1] == sdk.COMM_SUCCESS:
+            if self._ping(first) is not None:
                 return (f"no servo answered on {name} at {baud} baud, but servo ID {first} answers at {other} baud: "
                         f"set dynamixel.baud: {other} in {self.cfg.source}, or the servos' Baud Rate (addr 8) "
                         f"to {baud}")

@@ -87,11 +87,11 @@ def test_bus_watchdog_is_armed_and_stops_a_silent_bus(a1, driver, bus, eventuall
     driver.read_state()  # a round trip: every earlier (reply-less) write has been executed
     assert all(bus.register(sid, dxl.BUS_WATCHDOG) == a1.dynamixel.watchdog_ms // 20 for sid in ids)
     driver.set_torque_enabled(True)
-    driver.read_state()
     t0 = time.monotonic()
+    driver.read_state()  # the last instruction the servos see
     tripped = lambda: all(bus.register(sid, dxl.BUS_WATCHDOG) == 0xFF for sid in ids)  # noqa: E731
     assert eventually(tripped), "Bus Watchdog Error (-1)"
-    assert time.monotonic() - t0 > 0.8 * a1.dynamixel.watchdog_ms / 1000, "not before the watchdog period"
+    assert time.monotonic() - t0 >= a1.dynamixel.watchdog_ms / 1000, "not before the watchdog period"
     stopped = [bus.register(sid, dxl.GOAL_POSITION) == bus.register(sid, dxl.PRESENT_POSITION) for sid in ids]
     assert all(stopped), "each servo holds where it was when the bus went silent"
     driver.reconnect()
@@ -116,14 +116,14 @@ def test_wrong_port_is_named(a1):
 
 def test_absent_servo_id_is_named(a1, bus):
     ids = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 42]
-    a1.dynamixel = dataclasses.replace(a1.dynamixel, ids=ids, timeout_ms=5.0, retries=0)
+    a1.dynamixel = dataclasses.replace(a1.dynamixel, ids=ids, timeout_ms=5.0)
     with pytest.raises(DriverError, match=r"servo ID\(s\) \[42\] \(joints \['RL_lower_joint'\]\) did not answer"):
         DynamixelDriver(a1, port=bus.port)
 
 
 def test_wrong_baud_is_diagnosed(a1, sim):
     with DynamixelEmulator(sim, a1, baud=1_000_000) as slow_bus:
-        a1.dynamixel = dataclasses.replace(a1.dynamixel, timeout_ms=5.0, retries=0)
+        a1.dynamixel = dataclasses.replace(a1.dynamixel, timeout_ms=5.0)
         with pytest.raises(DriverError, match="answers at 1000000 baud: set dynamixel.baud: 1000000"):
             DynamixelDriver(a1, port=slow_bus.port)
         assert slow_bus.baud_mismatches > 0, "the servos saw the 4 Mbit/s bytes as garbage"
@@ -131,7 +131,7 @@ def test_wrong_baud_is_diagnosed(a1, sim):
 
 def test_wrong_model_is_named(a1, bus):
     a1.dynamixel = dataclasses.replace(a1.dynamixel, model_number=1020)
-    with pytest.raises(DriverError, match="is model 1120, expected dynamixel.model_number 1020"):
+    with pytest.raises(DriverError, match=r"model_number 1020 .*: ID 1 \(FR_hip_joint\) is model 1120"):
         DynamixelDriver(a1, port=bus.port)
 
 
@@ -150,15 +150,16 @@ def test_a_servo_that_stops_answering_takes_the_link_down(a1, driver, bus):
 
 
 def test_late_replies_count_as_timeouts(a1, sim):
-    a1.dynamixel = dataclasses.replace(a1.dynamixel, timeout_ms=5.0, retries=1)
     with DynamixelEmulator(sim, a1) as device:
         drv = DynamixelDriver(a1, port=device.port)
+        a1.dynamixel.timeout_ms, a1.dynamixel.retries = 5.0, 1  # the driver reads its config live
         device.faults.late_rate, device.faults.late_s = 1.0, 0.03
+        before = drv.stats.timeouts
         with pytest.raises(DriverError, match="failed 2 times"):
             drv.read_state()
-        assert drv.stats.timeouts == 2
+        assert drv.stats.timeouts - before == 2
         device.faults.late_rate = 0.0
-        a1.dynamixel.retries = 3  # the driver reads its config live; slack for a loaded machine
+        a1.dynamixel.retries = 3  # slack for a loaded machine
         time.sleep(0.1)
         drv.read_state()  # the link is usable again once replies are on time
         drv.close()
@@ -167,8 +168,8 @@ def test_late_replies_count_as_timeouts(a1, sim):
 def test_corrupted_and_truncated_replies_are_never_read_as_data(a1, sim):
     faults = LinkFaults()
     with DynamixelEmulator(sim, a1, faults=faults, seed=3) as device:
-        a1.dynamixel = dataclasses.replace(a1.dynamixel, timeout_ms=20.0, retries=0)
         drv = DynamixelDriver(a1, port=device.port)
+        a1.dynamixel.timeout_ms, a1.dynamixel.retries = 20.0, 0  # the driver reads its config live
         faults.corrupt_crc_rate = faults.drop_byte_rate = 0.02
         good = failed = 0
         for _ in range(150):

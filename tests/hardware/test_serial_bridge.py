@@ -76,10 +76,10 @@ def test_torque_off_makes_the_mcu_passive(a1, driver, mcu):
 def test_mcu_watchdog_damps_and_waits_for_a_passive_command(a1, driver, mcu, eventually):
     driver.set_torque_enabled(True)
     driver.write_command(pd(a1))
-    driver.read_state()
     t0 = time.monotonic()
+    driver.read_state()  # the last frame the MCU sees
     assert eventually(lambda: mcu.mode == bp.MODE_DAMPING)
-    assert time.monotonic() - t0 > 0.8 * mcu.watchdog_s, "not before the watchdog period"
+    assert time.monotonic() - t0 >= mcu.watchdog_s, "not before the watchdog period"
     state = driver.read_state()
     assert mcu.mode == bp.MODE_DAMPING and driver.mcu_faults & bp.FAULT_WATCHDOG
     assert state.fault_bits == 0, "the watchdog is an MCU fault, not a joint fault"
@@ -138,7 +138,6 @@ class _FutureMcu(SerialBridgeEmulator):
 
 
 def test_other_protocol_version_is_named(a1, sim):
-    a1.serial_bridge = dataclasses.replace(a1.serial_bridge, timeout_ms=5.0, retries=0)
     with _FutureMcu(sim, a1) as future:
         with pytest.raises(DriverError, match=r"protocol v1 \(it sent frames of protocol v2\)"):
             SerialBridgeDriver(a1, port=future.port)
@@ -158,15 +157,16 @@ def test_robot_without_a_bridge_section_is_refused(a1):
 
 
 def test_late_replies_are_dropped_as_stale(a1, sim):
-    a1.serial_bridge = dataclasses.replace(a1.serial_bridge, timeout_ms=5.0, retries=1)
     with SerialBridgeEmulator(sim, a1) as device:
         drv = SerialBridgeDriver(a1, port=device.port)
+        a1.serial_bridge.timeout_ms, a1.serial_bridge.retries = 5.0, 1  # the driver reads its config live
         device.faults.late_rate, device.faults.late_s = 1.0, 0.008
+        before = drv.stats.timeouts
         with pytest.raises(DriverError, match="no valid state reply"):
             drv.read_state()
-        assert drv.stats.timeouts == 2
+        assert drv.stats.timeouts - before == 2
         device.faults.late_rate = 0.0
-        a1.serial_bridge.retries = 3  # the driver reads its config live; slack for a loaded machine
+        a1.serial_bridge.retries = 3  # slack for a loaded machine
         time.sleep(0.05)
         drv.read_state()
         assert drv.stats.extra["stale"] >= 1, "the late replies arrived, and were dropped as stale"
@@ -176,8 +176,8 @@ def test_late_replies_are_dropped_as_stale(a1, sim):
 def test_corrupted_and_truncated_frames_are_counted_and_never_used(a1, sim):
     faults = LinkFaults()
     with SerialBridgeEmulator(sim, a1, faults=faults, seed=5) as device:
-        a1.serial_bridge = dataclasses.replace(a1.serial_bridge, timeout_ms=20.0, retries=0)
         drv = SerialBridgeDriver(a1, port=device.port)
+        a1.serial_bridge.timeout_ms, a1.serial_bridge.retries = 20.0, 0  # the driver reads its config live
         faults.corrupt_crc_rate = faults.drop_byte_rate = 0.1
         good = failed = 0
         for k in range(150):
