@@ -17,6 +17,17 @@ def _print_json(result: dict) -> None:
     print(json.dumps(result))
 
 
+def _emit(result: dict, as_json: bool) -> int:
+    """Print a result: one JSON object as the last line, or aligned key: value lines."""
+    if as_json:
+        _print_json(result)
+    else:
+        width = max(len(k) for k in result)
+        for key, value in result.items():
+            print(f"{key:>{width}}: {value}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "sim":
         from metaloco.sim.bench import bench_sim
@@ -38,12 +49,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = bench_recorder(rate_hz=args.rate, seconds=args.seconds)
     else:
         raise ValueError(args.what)
-    if args.json:
-        _print_json(result)
-    else:
-        for key, value in result.items():
-            print(f"{key:>28}: {value}")
-    return 0
+    return _emit(result, args.json)
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
@@ -81,12 +87,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from metaloco.adaptation.evaluate import default_progress, evaluate
 
     result = evaluate(args.scenario, args.method, args.episodes, args.model_dir, progress=default_progress)
-    if args.json:
-        _print_json(result)
-    else:
-        for key, value in result.items():
-            print(f"{key:>20}: {value}")
-    return 0
+    return _emit(result, args.json)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -100,12 +101,66 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _print_trial(result: dict) -> None:
+    """The metrics of a trial, or of both runs of a comparison, as a table on stdout."""
+    from metaloco.adaptation.metrics import EVAL_KEYS
+
+    runs = result["metrics"] if "runs" in result else {result["method"]: result["metrics"]}
+    labels = {"adaptive": "adaptation on", "no_adaptation": "adaptation off"}
+    heads = [labels.get(k, k) for k in runs]
+    fmt = lambda v: "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    print(f"{'':>20}" + "".join(f"{h:>16}" for h in heads))
+    for key in EVAL_KEYS[2:]:
+        print(f"{key:>20}" + "".join(f"{fmt(m[key]):>16}" for m in runs.values()))
+    print(f"report: {result['report']}")
+
+
+def cmd_trial(args: argparse.Namespace) -> int:
+    """`metaloco trial`: a scenario through the ROS 2 graph, recorded and reported (ros_pkgs/trial.py)."""
+    from metaloco.ros_pkgs.trial import plan_trial, run_compare, run_trial
+
+    if args.compare:
+        if args.no_adaptation:
+            print("metaloco trial: error: --compare runs adaptation on and off; drop --no-adaptation", file=sys.stderr)
+            return 2
+        result = run_compare(args.scenario, args.out, launch=args.launch, model_dir=args.model_dir,
+                             ready_timeout_s=args.ready_timeout, progress=_say)
+    else:
+        plan = plan_trial(args.scenario, args.out, adaptation=not args.no_adaptation, launch=args.launch,
+                          model_dir=args.model_dir)
+        result = run_trial(plan, ready_timeout_s=args.ready_timeout, progress=_say)
+    if args.json:
+        _print_json({"report": result["report"], "metrics": result["metrics"]})
+    else:
+        _print_trial(result)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Until the trial demo lands (issue 6): run the locked-knee scenario with the bare gait generator."""
-    print("metaloco demo: the full demo (a ROS 2 trial with the shipped models, adaptation on vs off) is not "
-          "implemented yet (issue 6).\nRunning instead: the 'fr_knee_locked' scenario in pybullet with the bare "
-          "trotting generator and no policy, to show the simulator and the task family.", file=sys.stderr)
-    return cmd_scenario(argparse.Namespace(scenario="fr_knee_locked", json=False))
+    """`make demo`: the A1 walking in sim through the ROS 2 graph, a knee locks, adaptation on vs off."""
+    from pathlib import Path
+
+    from metaloco.paths import models_dir
+    from metaloco.ros_pkgs.trial import default_out, run_compare
+
+    model_dir = Path(args.model_dir) if args.model_dir else models_dir() / "a1"
+    if not (model_dir / "policy.onnx").is_file():
+        print(f"metaloco demo: no trained A1 model: {model_dir / 'policy.onnx'} does not exist.\n"
+              "The demo runs the shipped models (policy.onnx, adapter.onnx, prior.json in models/a1). Train and "
+              "ship them first: .venv/bin/metaloco train --preset full --ship models/a1 (about an hour on 2 cores), "
+              "or point the demo at an export: metaloco demo --model-dir RUN/export", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else default_out("fr_knee_locked", "runs/demo")
+    _say(f"metaloco demo: the A1 trots at 0.5 m/s in pybullet behind the full ROS 2 graph (bridge, policy, "
+         f"adaptation, recorder); at 4 s its front-right knee locks. Twice: adaptation on, then off.\n"
+         f"Models: {model_dir}. Output: {out}")
+    result = run_compare("fr_knee_locked", out, model_dir=model_dir if args.model_dir else None, progress=_say)
+    _print_trial(result)
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -178,8 +233,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     ev.set_defaults(func=cmd_eval)
 
-    demo = sub.add_parser("demo", help="the README demo")
+    demo = sub.add_parser("demo", help="the README demo: a knee locks mid-walk, adaptation on vs off (a few minutes)")
+    demo.add_argument("--model-dir", default=None, help="models to run (default models/a1, the shipped ones)")
+    demo.add_argument("--out", default=None, help="output directory to create (default runs/demo/<time>)")
     demo.set_defaults(func=cmd_demo)
+
+    trial = sub.add_parser("trial", help="run a scenario through the ROS 2 graph; record, measure and report it")
+    trial.add_argument("--scenario", required=True, help="scenario file or name under config/scenarios/")
+    trial.add_argument("--out", required=True, help="trial directory to create (bag/, metrics.json, report.md)")
+    trial.add_argument("--no-adaptation", action="store_true", help="no adaptation node: the nominal task's latent")
+    trial.add_argument("--compare", action="store_true", help="adaptation on and off, side by side in one report")
+    trial.add_argument("--launch", default=None, help="launch file (default launch/sim.launch.xml)")
+    trial.add_argument("--model-dir", default=None, help="model folder (default: the launch file's, models/<robot>)")
+    trial.add_argument("--ready-timeout", type=float, default=120.0,
+                       help="seconds for the graph to become ready (bridge active, commands flowing)")
+    trial.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    trial.set_defaults(func=cmd_trial)
 
     report = sub.add_parser("report", help="regenerate a trial's report from its bag")
     report.add_argument("dir", help="trial folder (DIR/bag) or a bag folder")
@@ -192,10 +261,6 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("rest", nargs="*", metavar="name:=value", help="launch arguments")
     up.set_defaults(func=cmd_up)
 
-    for name, issue, text in (("trial", 6, "run a field trial"),):
-        p = sub.add_parser(name, help=f"{text} (not implemented yet: issue {issue})")
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=_not_yet(issue, name))
     return parser
 
 
@@ -210,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as err:
         # Errors the layers raise for bad input (bags, drivers, launch files) carry a message meant for the user.
-        if type(err).__name__ in ("BagError", "DriverError", "LaunchError", "MessageError", "SafetyError"):
+        if type(err).__name__ in ("BagError", "DriverError", "LaunchError", "MessageError", "SafetyError",
+                                  "TrialError"):
             print(f"metaloco: error: {err}", file=sys.stderr)
             return 2
         raise
