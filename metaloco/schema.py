@@ -141,6 +141,8 @@ def _convert(tp: Any, value: Any, source: str, key: str, meta: typing.Mapping) -
         if value is None and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own error, with its full key path
+            return _convert(options[0], value, source, key, meta)
         errors = []
         for option in options:
             try:

@@ -61,3 +61,10 @@ def test_control_period_not_a_multiple(tmp_path):
 def test_unknown_robot_name():
     with pytest.raises(ConfigError, match=r"unknown robot 'spot'; known robots are \['a1', 'aliengo'\]"):
         load_robot("spot")
+
+
+def test_error_inside_an_optional_section_names_the_full_key(tmp_path):
+    path = tmp_path / "robot.yaml"
+    path.write_text(A1.read_text().replace("  baud: 4000000", "  baud: 12345", 1))
+    with pytest.raises(ConfigError, match=r"'dynamixel.baud': got 12345; allowed values are \[57600"):
+        load_robot(path)
