@@ -4,7 +4,14 @@ What a bag must hold (DESIGN.md topics): `cmd_vel` (commanded forward velocity),
 (velocity and effort, for energy), `sim/events` (scenario events as JSON), `adaptation/latent`
 and `adaptation/status` (plotted and tabulated when present), and on `diagnostics` a status from
 the robot bridge carrying the key-values below: no contract topic carries the base velocity, so the
-bridge reports it there (the sim bridge knows it; a hardware bridge reports its estimate).
+bridge reports it there. The sim bridge knows it; a hardware bridge has no ground truth and leaves it
+out, and the report then says that speed, distance, tracking, falls and recovery were not measured.
+
+Time. A trial starts with its first `cmd_vel` message: times in the report are seconds from it, and
+what was recorded before (the robot standing up, settling) is not measured. The bag says which clock
+stamped it (custom_data `metaloco.clock`, `metaloco.timing`): a sim trial is stamped with the
+simulator's `/clock`, so a lock-step simulator slowed down by a busy machine is still measured in
+simulated seconds; the report states which.
 
 The report is a pure function of the bags: nothing about when or where it was generated goes into
 `report.md`, so regenerating it from the same bag gives the same file.
@@ -22,7 +29,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from metaloco.adaptation.bag import BagError, BagSeries, diagnostic_values, read_bag
+from metaloco.adaptation.bag import BagError, BagSeries, TopicSeries, diagnostic_values, read_bag
 from metaloco.adaptation.metrics import (
     EVAL_KEYS, EpisodeSeries, episode_metrics, phase_bounds, phase_mean, phase_metrics, stride_average, summarize,
 )
@@ -37,6 +44,12 @@ MASS_KEY = "mass_kg"
 REPORT_TOPICS = ["cmd_vel", "diagnostics", "joint_states", "sim/events", "adaptation/latent", "adaptation/status"]
 #: Seconds shown before and after each event in the torque plots.
 EVENT_WINDOW_S = (1.0, 2.0)
+#: Bag custom_data: "sim" when the recorder stamped messages with the simulator's /clock.
+CLOCK_KEY = "metaloco.clock"
+#: Bag custom_data: how the trial ran ("sim, lock-step", "sim, real time", "hardware, wall clock").
+TIMING_KEY = "metaloco.timing"
+#: Sub-folders and labels of a `metaloco trial --compare` directory.
+COMPARE_RUNS = (("adaptive", "adaptation on"), ("no_adaptation", "adaptation off"))
 
 
 @dataclass
@@ -48,6 +61,10 @@ class Run:
     episode: EpisodeSeries
     events: list[tuple[float, str]]
     metrics: dict[str, Any] = field(default_factory=dict)
+    measured: bool = True
+    """Whether the bag holds the measured base velocity (False on hardware: `episode.vx` is then meaningless)."""
+    before_start: int = 0
+    """Events recorded before the trial's first cmd_vel (setup; not counted)."""
 
 
 def _hold(t_src: np.ndarray, values: np.ndarray, t: np.ndarray, before: Any) -> np.ndarray:
@@ -65,39 +82,71 @@ def _number(text: str) -> float:
 
 
 def event_label(text: str) -> str:
-    """A short label of a scenario event given as JSON (its time key dropped)."""
+    """A short label of a scenario event given as JSON (`Event.to_json`, or the scenario file's form).
+
+    Examples: "fault FR_lower_joint locked", "fault RL_upper_joint weak 0.4", "terrain friction=0.3 type=flat",
+    "push [0, 60, 0] N 0.2 s", "clear faults".
+    """
     try:
         event = json.loads(text)
     except json.JSONDecodeError:
         return text[:60]
-    if isinstance(event, dict):
-        event = {k: v for k, v in event.items() if k != "t"}
+    if not isinstance(event, dict):
+        return text[:60]
+    kind = event.get("kind") or next((k for k in event if k != "t"), "")
+    body = event.get(kind)
+    if kind == "fault" and isinstance(body, dict):
+        extra = {"weak": f" {body.get('strength')}", "bias": f" {body.get('offset_rad')} rad"}.get(body.get("mode"), "")
+        return f"fault {event.get('joint') or body.get('joint')} {body.get('mode')}{extra}"
+    if kind in ("terrain", "dynamics") and isinstance(body, dict):
+        return f"{kind} " + " ".join(f"{k}={v}" for k, v in sorted(body.items()))
+    if kind == "push":
+        push = body if isinstance(body, dict) else event
+        return f"push {push.get('force_n')} N {push.get('duration_s', 0.2)} s"
+    if kind == "clear_faults":
+        return "clear faults"
+    event = {k: v for k, v in event.items() if k != "t"}
     return json.dumps(event, sort_keys=True, separators=(",", ":"))[:60]
+
+
+def from_trial_start(bag: BagSeries) -> BagSeries:
+    """A copy of a decoded bag whose times count from the trial's start, its first `cmd_vel` message.
+
+    Raises:
+        BagError: The bag has no cmd_vel.
+    """
+    start = float(bag.topic("cmd_vel").t[0])
+    topics = {name: TopicSeries(s.topic, s.msgtype, s.t - start, s.fields) for name, s in bag.topics.items()}
+    return BagSeries(bag.path, bag.start_ns + int(round(start * 1e9)), bag.counts, topics, bag.custom)
 
 
 def trial_episode(bag: BagSeries, mass_kg: float | None = None) -> tuple[EpisodeSeries, list[tuple[float, str]]]:
     """The `EpisodeSeries` of a recorded trial, and its events as (time, label).
 
-    Samples are the `joint_states` times inside the span of the base-velocity reports (or those reports'
-    times if no joint_states were recorded); the bridge's velocity is stride-averaged as in `metaloco eval`
-    (`metrics.stride_average`) and interpolated, command and fall flag are held.
+    The trial starts at the first `cmd_vel` (give `from_trial_start(bag)` to count from there): samples
+    are the `joint_states` times from then on, inside the span of the base-velocity reports (or those
+    reports' times if no joint_states were recorded); the bridge's velocity is stride-averaged as in
+    `metaloco eval` (`metrics.stride_average`) and interpolated, command and fall flag are held. Events
+    before the start are left out.
 
     Raises:
-        BagError: The bag lacks cmd_vel or the bridge's base velocity.
+        BagError: The bag lacks cmd_vel or the bridge's base velocity (see `measured_velocity`).
     """
     cmd = bag.topic("cmd_vel")
-    diag = bag.topic("diagnostics")
-    t_vx, vx_text = diagnostic_values(diag, BASE_VX_KEY)
-    vx_src = np.array([_number(v) for v in vx_text])
-    finite = np.isfinite(vx_src)
-    t_vx, vx_src = t_vx[finite], vx_src[finite]
+    start = float(cmd.t[0])
+    t_vx, vx_src = measured_velocity(bag)
     if len(t_vx) == 0:
         raise BagError(f"bag {bag.path} has no measured base velocity: no status on /diagnostics carries "
-                       f"the key {BASE_VX_KEY!r} with a number (the robot bridge publishes it)")
-    t, tau, qdot = t_vx, None, None
+                       f"the key {BASE_VX_KEY!r} with a number (the sim bridge publishes it; a hardware bridge "
+                       "has no ground truth)")
+    diag = bag.topic("diagnostics")
+    span = t_vx >= start
+    if not span.any():
+        raise BagError(f"bag {bag.path}: no base velocity was recorded after the trial's first cmd_vel")
+    t, tau, qdot = t_vx[span], None, None
     joints = bag.topics.get("/joint_states")
     if joints is not None:
-        keep = (joints.t >= t_vx[0]) & (joints.t <= t_vx[-1])
+        keep = (joints.t >= t[0]) & (joints.t <= t_vx[-1])
         if keep.sum() >= 2:
             t, tau, qdot = joints.t[keep], joints["effort"][keep], joints["velocity"][keep]
     t, first = np.unique(t, return_index=True)  # equal receive times would make a zero-length step
@@ -109,10 +158,7 @@ def trial_episode(bag: BagSeries, mass_kg: float | None = None) -> tuple[Episode
         _, m_text = diagnostic_values(diag, MASS_KEY)
         mass_kg = _number(m_text[-1]) if m_text else None
         mass_kg = mass_kg if mass_kg is not None and np.isfinite(mass_kg) and mass_kg > 0 else None
-    events: list[tuple[float, str]] = []
-    if bag.has("sim/events"):
-        ev = bag.topic("sim/events")
-        events = [(float(ti), event_label(text)) for ti, text in zip(ev.t, ev["data"])]
+    events = [e for e in recorded_events(bag) if e[0] >= start - 1e-9]
     episode = EpisodeSeries(
         t=t, cmd_vx=_hold(cmd.t, cmd["linear"][:, 0], t, 0.0),
         vx=np.interp(t, t_vx, stride_average(t_vx, vx_src)),
@@ -121,22 +167,71 @@ def trial_episode(bag: BagSeries, mass_kg: float | None = None) -> tuple[Episode
     return episode, events
 
 
+def measured_velocity(bag: BagSeries) -> tuple[np.ndarray, np.ndarray]:
+    """Times and values of the bridge's measured forward velocity (`base_vx` on /diagnostics); empty if none."""
+    t_vx, vx_text = diagnostic_values(bag.topic("diagnostics"), BASE_VX_KEY) if bag.has("diagnostics") \
+        else (np.zeros(0), [])
+    vx = np.array([_number(v) for v in vx_text], dtype=float)
+    finite = np.isfinite(vx)
+    return t_vx[finite], vx[finite]
+
+
+def recorded_events(bag: BagSeries) -> list[tuple[float, str]]:
+    """The scenario events on /sim/events as (time, label)."""
+    if not bag.has("sim/events"):
+        return []
+    ev = bag.topic("sim/events")
+    return [(float(ti), event_label(text)) for ti, text in zip(ev.t, ev["data"])]
+
+
+def _unmeasured_episode(bag: BagSeries) -> tuple[EpisodeSeries, list[tuple[float, str]]]:
+    """A trial without a measured velocity (hardware): command, torques and events only; vx is a placeholder."""
+    cmd = bag.topic("cmd_vel")
+    t, tau, qdot = cmd.t, None, None
+    joints = bag.topics.get("/joint_states")
+    if joints is not None and (joints.t >= cmd.t[0]).sum() >= 2:
+        keep = joints.t >= cmd.t[0]
+        t, tau, qdot = joints.t[keep], joints["effort"][keep], joints["velocity"][keep]
+    t, first = np.unique(t, return_index=True)
+    tau, qdot = (None, None) if tau is None else (tau[first], qdot[first])
+    events = [e for e in recorded_events(bag) if e[0] >= cmd.t[0] - 1e-9]
+    return EpisodeSeries(t=t, cmd_vx=_hold(cmd.t, cmd["linear"][:, 0], t, 0.0), vx=np.zeros(len(t)), tau=tau,
+                         qdot=qdot, event_times=[e for e, _ in events]), events
+
+
 def load_run(source: str | Path | BagSeries, label: str | None = None, mass_kg: float | None = None) -> Run:
-    """Read a bag (or take a decoded one) and build its episode."""
+    """Read a bag (or take a decoded one), count time from the trial's start and build its episode."""
     bag = source if isinstance(source, BagSeries) else read_bag(source, topics=REPORT_TOPICS)
-    episode, events = trial_episode(bag, mass_kg)
+    bag = from_trial_start(bag)
+    measured = len(measured_velocity(bag)[0]) > 0
+    episode, events = trial_episode(bag, mass_kg) if measured else _unmeasured_episode(bag)
     label = label or bag.custom.get("metaloco.method") or bag.path.parent.name or "run"
-    run = Run(label, bag, episode, events)
+    run = Run(label, bag, episode, events, measured=measured,
+              before_start=sum(1 for t, _ in recorded_events(bag) if t < -1e-9))
     run.metrics = trial_metrics(run)
     return run
 
 
 def trial_metrics(run: Run | str | Path | BagSeries) -> dict[str, Any]:
-    """The eval keys of DESIGN.md for one recorded trial (what `metaloco trial` writes to metrics.json)."""
+    """The eval keys of DESIGN.md for one recorded trial (what `metaloco trial` writes to metrics.json).
+
+    Without a measured velocity (hardware) everything but scenario, method and episodes is None.
+    """
     run = run if isinstance(run, Run) else load_run(run)
     scenario = run.bag.custom.get("metaloco.scenario", "")
     method = run.bag.custom.get("metaloco.method", "")
+    if not run.measured:
+        return {key: None for key in EVAL_KEYS} | {"scenario": scenario, "method": method, "episodes": 1}
     return summarize(scenario, method, [run.episode])
+
+
+def episode_figures(run: Run) -> dict[str, Any]:
+    """`metrics.episode_metrics` of a run, with what needs a measured velocity set to None when there is none."""
+    out = episode_metrics(run.episode)
+    if not run.measured:
+        out.update({k: None for k in ("mean_speed_mps", "tracking_error_mps", "distance_m", "cost_of_transport",
+                                      "falls", "recovery_time_s")})
+    return out
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -160,8 +255,11 @@ def _phase_rows(run: Run) -> list[list[Any]]:
     for k, (phase, (a, b)) in enumerate(zip(phase_metrics(run.episode), phase_bounds(run.episode))):
         started = "start" if k == 0 else next((lbl for t, lbl in run.events if abs(t - a) < 1e-9), "event")
         z = phase_mean(latent.t, latent["data"], a, b) if latent is not None else None
+        if not run.measured:
+            phase.update({k: None for k in ("mean_speed_mps", "tracking_error_mps", "distance_m",
+                                            "cost_of_transport", "falls")})
         energy, distance = phase["energy_j"], phase["distance_m"]
-        per_m = energy / distance if energy is not None and distance > 0 else None
+        per_m = energy / distance if energy is not None and distance is not None and distance > 0 else None
         shown = "–" if z is None else ", ".join(f"{x:.2f}" for x in z[:4]) + (", …" if len(z) > 4 else "")
         latent_text = shown if z is None else f"[{shown}]"
         rows.append([k, a, b, f"`{started}`", phase["mean_command_mps"], phase["mean_speed_mps"],
@@ -203,7 +301,11 @@ def plot_speed(runs: list[Run], path: Path) -> None:
         ax = fig.add_subplot(len(runs), 1, i + 1)
         ep = run.episode
         ax.step(ep.t, ep.cmd_vx, where="post", label="commanded", color="black", linewidth=1)
-        ax.plot(ep.t, ep.vx, label="measured", color="tab:blue", linewidth=1)
+        if run.measured:
+            ax.plot(ep.t, ep.vx, label="measured", color="tab:blue", linewidth=1)
+        else:
+            ax.text(0.5, 0.5, "no measured speed (no ground truth on hardware)", transform=ax.transAxes,
+                    ha="center")
         if ep.fallen is not None and ep.fallen.any():
             ax.fill_between(ep.t, 0, 1, where=ep.fallen, transform=ax.get_xaxis_transform(), color="0.85",
                             label="fallen")
@@ -303,9 +405,25 @@ def write_report(run: str | Path | BagSeries, out_dir: str | Path, *, title: str
         ["duration (s)", *(r.bag.duration_s for r in runs)],
         ["recording", *("complete" if r.bag.complete else "cut short (recorder killed: the last segment, "
                         "at most one flush period, is missing)" for r in runs)],
+        ["clock", *(_clock_text(r) for r in runs)],
+        ["measured speed", *("yes" if r.measured else "no (no base_vx in the bag: a hardware bridge has no "
+                             "ground truth of the base velocity)" for r in runs)],
     ])
-    md += ["", "## Metrics", ""]
-    extra = [episode_metrics(r.episode) for r in runs]
+    md += ["", "Times are seconds from each trial's start, its first `cmd_vel` message; what the bag holds from "
+           "before (the robot standing up and settling) is not measured"
+           + (f" ({sum(r.before_start for r in runs)} event(s) recorded before the start are not counted)"
+              if any(r.before_start for r in runs) else "") + ". "
+           + ("On the simulated clock, messages were stamped with the simulator's `/clock` by the recorder: in "
+              "lock-step the simulator waits for each policy answer, so a machine too slow for real time slows "
+              "the simulated world down and every figure is per simulated second."
+              if any(r.bag.custom.get(CLOCK_KEY) == "sim" for r in runs) else ""), ""]
+    for run in runs:
+        if not run.measured:
+            md += [f"**{run.label}: no measured forward speed.** The bag has no `{BASE_VX_KEY}` on /diagnostics "
+                   "(a hardware bridge has no ground truth of the base velocity), so distance, speed, tracking "
+                   "error, falls, recovery time and cost of transport are not computed (–).", ""]
+    md += ["## Metrics", ""]
+    extra = [episode_figures(r) for r in runs]
     rows = [[key, *(r.metrics[key] for r in runs)] for key in EVAL_KEYS[2:]]
     rows += [[key, *(e[key] for e in extra)] for key in ("mean_speed_mps", "energy_j", "cost_of_transport")]
     md += _table(["metric", *heads[1:]], rows)
@@ -334,13 +452,43 @@ def write_report(run: str | Path | BagSeries, out_dir: str | Path, *, title: str
     return out / "report.md"
 
 
+def _clock_text(run: Run) -> str:
+    clock = "simulated (/clock)" if run.bag.custom.get(CLOCK_KEY) == "sim" else "receive time"
+    timing = run.bag.custom.get(TIMING_KEY)
+    return f"{clock}; {timing}" if timing else clock
+
+
+def is_comparison(path: str | Path) -> bool:
+    """Whether `path` is a `metaloco trial --compare` directory (a trial per COMPARE_RUNS sub-folder)."""
+    path = Path(path)
+    return not (path / "bag").exists() and all((path / sub / "bag" / "metadata.yaml").is_file()
+                                                for sub, _ in COMPARE_RUNS)
+
+
+def write_comparison(path: str | Path, title: str | None = None) -> Path:
+    """The side-by-side report of a `--compare` directory: report.md, plots, and metrics.json holding the eval
+    keys of each run by sub-folder ({"adaptive": {...}, "no_adaptation": {...}}).
+
+    Returns:
+        The path of report.md.
+    """
+    path = Path(path)
+    (first, first_label), (second, second_label) = COMPARE_RUNS
+    report = write_report(path / first, path, compare=path / second, labels=(first_label, second_label), title=title)
+    metrics = {sub: json.loads((path / sub / "metrics.json").read_text()) if (path / sub / "metrics.json").is_file()
+               else trial_metrics(path / sub) for sub, _ in COMPARE_RUNS}
+    (path / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", "utf8")
+    return report
+
+
 def regenerate_report(path: str | Path, *, compare: str | Path | None = None, labels: tuple[str, ...] | None = None,
                       title: str | None = None) -> Path:
     """`metaloco report DIR`: rebuild a trial's report from its bag alone.
 
     Args:
-        path: A trial directory (its bag in `bag/`; the report goes beside it) or a bag directory
-            (the report goes into its parent, so the bag folder stays a plain rosbag2 bag).
+        path: A trial directory (its bag in `bag/`; the report goes beside it), a bag directory
+            (the report goes into its parent, so the bag folder stays a plain rosbag2 bag), or a
+            `--compare` directory (both trials' reports and the side-by-side one are rebuilt).
         compare: Another trial or bag directory, shown side by side.
         labels: Column labels, one per trial.
         title: Report heading.
@@ -349,5 +497,9 @@ def regenerate_report(path: str | Path, *, compare: str | Path | None = None, la
         The path of report.md.
     """
     path = Path(path)
+    if compare is None and is_comparison(path):
+        for sub, _ in COMPARE_RUNS:
+            write_report(path / sub, path / sub)
+        return write_comparison(path, title=title)
     out = path if (path / "bag" / "metadata.yaml").is_file() else path.parent
     return write_report(path, out, compare=compare, labels=labels, title=title)

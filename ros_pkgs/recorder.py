@@ -10,6 +10,11 @@ Run it with `recorder --ros-args -p output_dir:=trial/bag` (or
 `python -m metaloco.ros_pkgs.recorder ...`); Ctrl-C or SIGTERM close it cleanly.
 Every flush it publishes its counts on `diagnostics`; on exit it prints them as
 one JSON line.
+
+With `use_sim_time:=true` (as `ros2 bag record --use-sim-time`) messages are stamped
+with the simulator's `/clock`, and the bag says so (custom_data `metaloco.clock: sim`);
+messages that arrive before the first `/clock` have no time to be stamped with and
+are counted in `unclocked` instead of written.
 """
 
 from __future__ import annotations
@@ -114,7 +119,12 @@ class Recorder(Node):
 
         #: Messages handed over by DDS, per fully qualified topic.
         self.received: dict[str, int] = {}
+        #: use_sim_time: messages left out because no /clock had arrived yet, per topic.
+        self.unclocked: dict[str, int] = {}
+        self.sim_time = bool(self.get_parameter("use_sim_time").value)
         self.writer = SegmentedBagWriter(output_dir)
+        if self.sim_time:
+            self.writer.custom["metaloco.clock"] = "sim"
         for key in ("scenario", "method"):
             if value := self.get_parameter(key).value:
                 self.writer.custom[f"metaloco.{key}"] = value
@@ -135,7 +145,11 @@ class Recorder(Node):
             if self.closed:  # the node may still spin after close() in an in-process graph
                 return
             self.received[topic] += 1
-            self.writer.write(topic, self.get_clock().now().nanoseconds, data)
+            stamp = self.get_clock().now().nanoseconds
+            if stamp == 0 and self.sim_time:
+                self.unclocked[topic] = self.unclocked.get(topic, 0) + 1
+                return
+            self.writer.write(topic, stamp, data)
 
         return record
 
@@ -146,6 +160,7 @@ class Recorder(Node):
             "bag": str(self.writer.path),
             "received": dict(self.received),
             "written": dict(self.writer.counts),
+            "unclocked": dict(self.unclocked),
             "segments": len(files),
             "bytes": sum(f.stat().st_size for f in files if f.exists()),
         }

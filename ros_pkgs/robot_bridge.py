@@ -22,16 +22,27 @@ With `lockstep` (sim) the simulator advances only once the policy has answered t
 after `lockstep_timeout_s` of waiting), and the safety machine runs on sim time: a machine too busy
 to keep 50 Hz slows the simulated world down instead of aging the commands. Tests use it; the
 real-time mode is what a robot does.
+
+The sim driver also publishes what only a simulator knows. `/clock` (rosgraph_msgs/Clock, the
+simulated time, every tick before the state) lets nodes run on sim time (`use_sim_time`): the trial
+runner schedules a scenario on it and the trial's recorder stamps the bag with it, so a lock-step
+trial on a slow machine is still measured in simulated seconds. A `robot_bridge/truth` status on
+`diagnostics`, every tick, carries the ground truth a trial report needs (`base_vx`: forward velocity
+in the base frame, m/s; `fallen`: tilt or base height beyond the robot YAML's limits; `mass_kg`:
+URDF mass plus payload; `sim_time_s`). A hardware driver has no ground truth and publishes neither.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
@@ -52,8 +63,11 @@ from metaloco.ros_pkgs.messages import (
     status,
 )
 from metaloco.ros_pkgs.params import BridgeConfig, declare
-from metaloco.ros_pkgs.qos import qos_for
+from metaloco.ros_pkgs.qos import STATUS_QOS, qos_for
 from metaloco.schema import ConfigError
+
+#: Name of the sim bridge's per-tick ground-truth status on `diagnostics`.
+TRUTH_STATUS = "robot_bridge/truth"
 
 
 def open_driver(cfg: BridgeConfig, robot: RobotConfig) -> RobotInterface:
@@ -123,6 +137,8 @@ class RobotBridge(Node):
         self._joint_states = self.create_publisher(JointState, "joint_states", qos_for("joint_states"))
         self._imu = self.create_publisher(Imu, "imu/data", qos_for("imu/data"))
         self._diagnostics = self.create_publisher(DiagnosticArray, "diagnostics", qos_for("diagnostics"))
+        self._clock_pub = self.create_publisher(Clock, "/clock", STATUS_QOS) if self.sim is not None else None
+        self._mass_kg = urdf_mass(self.sim) if self.sim is not None else 0.0
         self.create_subscription(JointState, "joint_commands", self._on_command, qos_for("joint_commands"))
         self.create_subscription(Bool, "estop", self._on_estop, qos_for("estop"))
         self.create_subscription(String, "sim/events", self._on_event, qos_for("sim/events"))
@@ -152,6 +168,7 @@ class RobotBridge(Node):
         self._last_tick = wall
         if self.sim is not None:
             self.sim.step()
+            self._clock_pub.publish(Clock(clock=_time_msg(self.sim.time_s)))  # before the state it dates
         now = self.safety_now()
         result = self.core.tick(now)
         self.ticks += 1
@@ -166,8 +183,10 @@ class RobotBridge(Node):
         if self._auto:
             self._auto_activate(now)
         if self.sim is not None:
-            pos, _, lin, _ = self.sim.base_state()
-            self.truth = {"base_x_m": pos[0], "base_y_m": pos[1], "base_z_m": pos[2], "base_vx_mps": lin[0]}
+            self.truth = sim_truth(self.sim, self.robot, self._mass_kg)
+            self._diagnostics.publish(diagnostic_array(stamp.to_msg(), status(
+                TRUTH_STATUS, OK, "sim ground truth",
+                {k: self.truth[k] for k in ("base_vx", "fallen", "mass_kg")} | {"sim_time_s": self.sim.time_s})))
         self._note_mode()
 
     def _waiting_for_policy(self, wall: float) -> bool:
@@ -297,6 +316,44 @@ class RobotBridge(Node):
             self.core.close()
         finally:
             super().destroy_node()
+
+
+def _time_msg(seconds: float) -> Time:
+    ns = int(round(seconds * 1e9))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def urdf_mass(sim: Any) -> float:
+    """Total mass of a `SimRobot`'s bodies as loaded (kg): its URDF's mass, before any payload."""
+    import pybullet
+
+    links = range(-1, pybullet.getNumJoints(sim.body, physicsClientId=sim.client))
+    total = sum(pybullet.getDynamicsInfo(sim.body, i, physicsClientId=sim.client)[0] for i in links)
+    return total - sim.task.dynamics.payload_kg
+
+
+def sim_truth(sim: Any, robot: RobotConfig, urdf_mass_kg: float) -> dict[str, Any]:
+    """Ground truth of a `SimRobot` now, for trial metrics (what no hardware driver can measure).
+
+    A fall is judged as `LocomotionEnv` judges it: roll/pitch tilt beyond `max_tilt_rad`, or the base
+    below `min_base_height_m` above the ground under it.
+
+    Returns:
+        base_x_m, base_y_m, base_z_m, base_vx_mps (world frame); base_vx (forward velocity in the base
+        frame, m/s); fallen; mass_kg (URDF mass plus payload).
+    """
+    from metaloco.sim.observation import rotation_matrix
+
+    pos, quat, lin, _ = sim.base_state()
+    rot = rotation_matrix(quat)
+    tilt = math.acos(min(1.0, max(-1.0, float(rot[2, 2]))))
+    height = float(pos[2]) - sim.ground.height_at(pos[0], pos[1])
+    return {
+        "base_x_m": pos[0], "base_y_m": pos[1], "base_z_m": pos[2], "base_vx_mps": lin[0],
+        "base_vx": float((rot.T @ lin)[0]),
+        "fallen": bool(tilt > robot.max_tilt_rad or height < robot.min_base_height_m),
+        "mass_kg": urdf_mass_kg + sim.task.dynamics.payload_kg,
+    }
 
 
 def apply_event(sim: Any, event: dict[str, Any]) -> None:

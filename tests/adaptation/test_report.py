@@ -10,7 +10,7 @@ import pytest
 
 from metaloco.adaptation.bag import TYPESTORE, BagError, SegmentedBagWriter, read_bag
 from metaloco.adaptation.metrics import EVAL_KEYS
-from metaloco.adaptation.report import regenerate_report, trial_metrics, write_report
+from metaloco.adaptation.report import regenerate_report, trial_episode, trial_metrics, write_report
 
 T0_NS = 1_700_000_000_000_000_000
 JOINTS = [f"{leg}_{part}_joint" for leg in ("FR", "FL", "RR", "RL") for part in ("hip", "upper", "lower")]
@@ -125,9 +125,47 @@ def test_bad_bags_are_refused_with_their_names(tmp_path):
         read_bag(tmp_path / "empty")
     write_trial_bag(tmp_path / "novel", recover_at=2.8, with_velocity=False)
     with pytest.raises(BagError, match="base_vx"):
-        write_report(tmp_path / "novel", tmp_path / "out")
+        trial_episode(read_bag(tmp_path / "novel"))
     with pytest.raises(BagError, match="already exists"):
         SegmentedBagWriter(tmp_path / "novel")
     bag = read_bag(tmp_path / "novel", topics=["joint_states"])
     with pytest.raises(BagError, match="/cmd_vel"):
         bag.topic("cmd_vel")
+
+
+def test_a_bag_without_measured_speed_is_reported_as_such(tmp_path):
+    """A hardware bridge has no ground-truth velocity: the report says so and claims no speed figures."""
+    write_trial_bag(tmp_path / "field" / "bag", recover_at=2.8, with_velocity=False)
+    text = regenerate_report(tmp_path / "field").read_text()
+    assert "no measured forward speed" in text and "hardware bridge has no ground truth" in text
+    metrics = json.loads((tmp_path / "field" / "metrics.json").read_text())
+    assert tuple(metrics) == EVAL_KEYS and metrics["episodes"] == 1
+    assert all(metrics[k] is None for k in ("distance_m", "tracking_error_mps", "falls", "recovery_time_s"))
+    assert "| energy_j |" in text and "| 1 | 2.000 |" in text  # torques and events are still reported
+
+
+def test_a_trial_counts_from_its_first_command(tmp_path):
+    """What the bag holds before the first cmd_vel (standing up, setup events) is not measured."""
+    writer = SegmentedBagWriter(tmp_path / "bag")
+    for topic, msgtype in TOPICS.items():
+        writer.add_topic(topic, msgtype)
+    header = _msg("std_msgs/msg/Header", stamp=_msg("builtin_interfaces/msg/Time", sec=0, nanosec=0), frame_id="")
+    vec = lambda x: _msg("geometry_msgs/msg/Vector3", x=x, y=0.0, z=0.0)  # noqa: E731
+    setup = {"t": 0.0, "kind": "terrain", "terrain": {"type": "flat", "friction": 0.5}}
+    writer.write("sim/events", T0_NS, _cdr(_msg("std_msgs/msg/String", data=json.dumps(setup))))
+    for i in range(400):  # 8 s at 50 Hz: standing still for 3 s, then walking at 0.5 m/s as commanded
+        t = i * 0.02
+        ns = T0_NS + int(round(t * 1e9))
+        bridge = _msg("diagnostic_msgs/msg/DiagnosticStatus", level=0, name="robot_bridge/truth", message="",
+                      hardware_id="", values=[_msg("diagnostic_msgs/msg/KeyValue", key="base_vx",
+                                                   value="0.5" if t >= 3.0 else "0.0")])
+        writer.write("diagnostics", ns, _cdr(_msg("diagnostic_msgs/msg/DiagnosticArray", header=header,
+                                                   status=[bridge])))
+        if t >= 3.0:
+            writer.write("cmd_vel", ns, _cdr(_msg("geometry_msgs/msg/Twist", linear=vec(0.5), angular=vec(0.0))))
+    writer.close()
+    text = write_report(tmp_path / "bag", tmp_path).read_text()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["distance_m"] == pytest.approx(0.5 * 4.98, abs=0.08)  # the stride average blurs the first 0.25 s
+    assert metrics["recovery_time_s"] == 0.0  # the setup event came before the start: no event in the trial
+    assert "1 event(s) recorded before the start are not counted" in text

@@ -1,0 +1,203 @@
+"""Field trials through the real graph (sim.launch.xml over DDS, lock-step): bag, metrics, report, bad input.
+
+One short trial is run once for the module and looked at from several sides; `--compare` and the graph
+that never becomes ready run their own. The model is models/a1 when it fits this code, else an untrained
+`smoke` export made once per session (a trial's plumbing does not need a robot that walks).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from rosbags.rosbag2 import Reader
+
+from metaloco.adaptation.bag import read_bag
+from metaloco.adaptation.metrics import EVAL_KEYS
+from metaloco.adaptation.runtime import load_policy
+from metaloco.cli import main
+from metaloco.hardware.robot_config import load_robot
+from metaloco.ros_pkgs.launch_xml import LaunchError
+from metaloco.ros_pkgs.ros_env import ensure_localhost_discovery
+from metaloco.ros_pkgs.trial import TrialError, plan_trial, run_compare, run_trial
+from metaloco.schema import ConfigError
+
+ensure_localhost_discovery()
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIO = """name: short_trial
+robot: a1
+seed: 1
+duration_s: {duration}
+command: [{{t: 0.0, vx: 0.3}}, {{t: 1.0, vx: 0.5}}]
+terrain: {{type: flat, friction: 0.8}}
+events:
+  - {{t: {event_t}, fault: {{joint: {joint}, mode: locked}}}}
+"""
+
+
+def write_scenario(folder: Path, duration: float = 3.0, event_t: float = 1.5, joint: str = "FR_lower_joint") -> Path:
+    path = folder / "scenario.yaml"
+    path.write_text(SCENARIO.format(duration=duration, event_t=event_t, joint=joint))
+    return path
+
+
+def usable_model(folder: Path) -> bool:
+    if not all((folder / f).is_file() for f in ("policy.onnx", "adapter.onnx", "prior.json")):
+        return False
+    try:
+        policy = load_policy(folder, load_robot("a1"))
+        return policy.n_actions == policy.action_map().n_actions
+    except (ConfigError, ValueError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """models/a1 when it holds a model for this code, else a `smoke` export made once per session."""
+    shipped = ROOT / "models" / "a1"
+    if usable_model(shipped):
+        return shipped
+    run = tmp_path_factory.getbasetemp() / "smoke_model"  # the same folder test_graph.py's fixture uses
+    if not usable_model(run / "export"):
+        code = f"from metaloco.adaptation.train import train; train('smoke', {str(run)!r})"
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=600)
+    return run / "export"
+
+
+@pytest.fixture(scope="module")
+def trial(model_dir, tmp_path_factory) -> tuple[Path, dict]:
+    """A 3 s trial: 0.3 then 0.5 m/s, the front-right knee locks at 1.5 s; adaptation on."""
+    folder = tmp_path_factory.mktemp("trial")
+    plan = plan_trial(write_scenario(folder), folder / "out", model_dir=model_dir)
+    assert plan.sim and plan.lockstep and plan.method == "adaptive"
+    return folder / "out", run_trial(plan, ready_timeout_s=90.0)
+
+
+def test_the_bag_holds_every_message_the_trial_published(trial):
+    out, result = trial
+    bag = read_bag(out)
+    assert bag.complete and bag.custom["metaloco.clock"] == "sim" and bag.custom["metaloco.timing"] == "sim, lock-step"
+    published = result["published"]
+    assert published == {"/cmd_vel": 151, "/sim/events": 1}  # 50 Hz over [0, 3] s on the sim clock, one event
+    for topic, count in published.items():
+        assert bag.counts[topic] == count == len(bag.topic(topic)), topic
+    assert result["lost"] == {"/cmd_vel": 0, "/sim/events": 0}
+    with Reader(out / "bag") as reader:  # a plain rosbag2 reader agrees
+        assert {c.topic: c.msgcount for c in reader.connections}["/cmd_vel"] == 151
+    meta = yaml.safe_load((out / "bag" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert meta["storage_identifier"] == "mcap"
+    assert sorted(meta["relative_file_paths"]) == sorted(f.name for f in (out / "bag").glob("*.mcap"))
+    # Stamped on the simulator's clock: the state streams run at the control rate in simulated seconds, and the
+    # event reached the bag at its time after the first command.
+    joints = bag.topic("joint_states")
+    rate = (len(joints) - 1) / (joints.t[-1] - joints.t[0])
+    assert rate == pytest.approx(50.0, rel=0.05), rate
+    event_t = bag.topic("sim/events").t[0] - bag.topic("cmd_vel").t[0]
+    assert event_t == pytest.approx(1.5, abs=0.045), event_t
+
+
+def test_the_event_reached_the_simulator_at_its_time(trial):
+    """The locked knee stops moving at the event (it swung with the gait before)."""
+    out, _ = trial
+    bag = read_bag(out)
+    joints = bag.topic("joint_states")
+    knee = joints["position"][:, joints["name"].index("FR_lower_joint")]
+    t = joints.t - bag.topic("cmd_vel").t[0]
+    before, after = knee[(t > 0.3) & (t < 1.4)], knee[t > 1.6]
+    assert np.ptp(before) > 0.05, f"the knee did not move before the event ({np.ptp(before):.4f} rad)"
+    assert np.ptp(after) < 0.01, f"the locked knee moved {np.ptp(after):.4f} rad"
+
+
+def test_metrics_json_has_every_key_and_the_report_its_plots(trial):
+    out, result = trial
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert tuple(metrics) == EVAL_KEYS and metrics == result["metrics"]
+    assert (metrics["scenario"], metrics["method"], metrics["episodes"]) == ("short_trial", "adaptive", 1)
+    assert isinstance(metrics["distance_m"], float) and isinstance(metrics["tracking_error_mps"], float)
+    assert isinstance(metrics["falls"], int) and metrics["return_mean"] is None  # a robot has no reward
+    report = (out / "report.md").read_text()
+    for name in ("speed.png", "latent.png", "torques_event_1.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({name})" in report
+    assert "| clock | simulated (/clock); sim, lock-step |" in report
+    assert "| 1 | 1.500 | `fault FR_lower_joint locked` |" in report
+    assert not (out / "TRIAL_FAILED.txt").exists()
+
+
+def test_the_report_regenerates_identically_from_the_bag(trial, tmp_path):
+    out, _ = trial
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    for name in ("report.md", "metrics.json", "speed.png"):
+        (copy / name).unlink()
+    assert main(["report", str(copy)]) == 0
+    for name in ("report.md", "metrics.json", "speed.png"):
+        assert (copy / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_compare_puts_adaptation_on_and_off_in_one_report(model_dir, tmp_path):
+    result = run_compare(write_scenario(tmp_path, duration=2.0, event_t=1.0), tmp_path / "cmp", model_dir=model_dir)
+    out = tmp_path / "cmp"
+    report = (out / "report.md").read_text()
+    assert result["report"] == str(out / "report.md")
+    assert "| metric | adaptation on | adaptation off |" in report
+    assert "| method | adaptive | nominal |" in report
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics) == ["adaptive", "no_adaptation"] and all(tuple(m) == EVAL_KEYS for m in metrics.values())
+    on, off = read_bag(out / "adaptive"), read_bag(out / "no_adaptation")
+    assert on.counts["/adaptation/latent"] > 10 and off.counts["/adaptation/latent"] == 0
+    assert on.counts["/sim/events"] == off.counts["/sim/events"] == 1
+    for sub in ("adaptive", "no_adaptation"):
+        assert (out / sub / "report.md").is_file() and (out / sub / "trial.json").is_file()
+    text = report
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0  # the comparison regenerates from its two bags
+    assert (out / "report.md").read_text() == text
+
+
+def test_bad_input_is_refused_before_anything_starts(model_dir, tmp_path, capsys):
+    bad = write_scenario(tmp_path, joint="FR_knee_joint")
+    assert main(["trial", "--scenario", str(bad), "--out", str(tmp_path / "a"), "--model-dir", str(model_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "FR_knee_joint" in err and "events[0].fault.joint" in err and "FR_lower_joint" in err
+    assert not (tmp_path / "a").exists()
+
+    good = write_scenario(tmp_path)
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(TrialError, match="already exists"):
+        plan_trial(good, tmp_path / "taken", model_dir=model_dir)
+    with pytest.raises(TrialError, match="already exists"):
+        run_compare(good, tmp_path / "taken", model_dir=model_dir)
+    (tmp_path / "empty_model").mkdir()
+    with pytest.raises(TrialError, match=r"model missing: .*policy\.onnx"):
+        plan_trial(good, tmp_path / "b", model_dir=tmp_path / "empty_model")
+    with pytest.raises(TrialError, match=r"adapter\.onnx"):  # the adaptation node needs it too
+        partial = tmp_path / "partial"
+        partial.mkdir()
+        for name in ("policy.onnx", "prior.json"):
+            shutil.copy(model_dir / name, partial / name)
+        plan_trial(good, tmp_path / "b", model_dir=partial)
+    plan_trial(good, tmp_path / "b", model_dir=partial, adaptation=False)  # ... and without it, it is not needed
+    launch = tmp_path / "bare.launch.xml"
+    launch.write_text('<launch><node pkg="metaloco" exec="policy_node"/></launch>')
+    with pytest.raises(LaunchError, match="use_adaptation"):
+        plan_trial(good, tmp_path / "b", adaptation=False, launch=launch)
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_graph_that_never_becomes_ready_is_named_and_nothing_is_written(model_dir, tmp_path):
+    """A bridge that never arms (auto_activate off, nobody calls ~/stand): the timeout says so."""
+    launch = tmp_path / "passive.launch.xml"
+    text = (ROOT / "launch" / "sim.launch.xml").read_text()
+    launch.write_text(text.replace('name="auto_activate" default="true"', 'name="auto_activate" default="false"'))
+    plan = plan_trial(write_scenario(tmp_path), tmp_path / "out", model_dir=model_dir, launch=launch)
+    with pytest.raises(TrialError) as err:
+        run_trial(plan, ready_timeout_s=4.0)
+    message = str(err.value)
+    assert "not ready after 4 s" in message and "robot_bridge is 'passive', not 'active'" in message
+    assert "Nothing was written" in message and not (tmp_path / "out").exists()
