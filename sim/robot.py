@@ -28,7 +28,7 @@ from metaloco.hardware.interface import JointCommand, RobotState
 from metaloco.hardware.robot_config import RobotConfig, resolve_urdf
 from metaloco.schema import ConfigError
 from metaloco.sim.tasks import DynamicsSpec, JointFault, Task, TerrainSpec
-from metaloco.sim.terrain import Ground, build_ground, set_friction
+from metaloco.sim.terrain import Ground, GroundBuilder, set_friction
 
 GRAVITY = 9.81
 LOCK_TORQUE_NM = 1000.0
@@ -78,6 +78,7 @@ class SimRobot:
         self.kp = np.asarray(cfg.kp, dtype=np.float64)
         self.kd = np.asarray(cfg.kd, dtype=np.float64)
         self.ground: Ground | None = None
+        self._grounds = GroundBuilder(c)
         self.task = Task()
         self.time_s = 0.0
         """Simulated time since reset (s)."""
@@ -292,9 +293,7 @@ class SimRobot:
         return JointCommand(position=self.default_pos.copy(), kp=self.kp.copy(), kd=self.kd.copy())
 
     def _build_ground(self, terrain: TerrainSpec, origin: tuple[float, float]) -> None:
-        if self.ground is not None:
-            pybullet.removeBody(self.ground.body, physicsClientId=self.client)
-        self.ground = build_ground(self.client, terrain, origin, self.rng)
+        self.ground = self._grounds.build(terrain, origin, self.rng)
 
     def _update_scale(self) -> None:
         scale = np.full(len(self.joint_ids), self.task.dynamics.motor_strength)

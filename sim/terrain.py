@@ -67,38 +67,54 @@ def height_grid(spec: TerrainSpec, rng: np.random.Generator) -> np.ndarray | Non
     return noise
 
 
-def build_ground(client: int, spec: TerrainSpec, origin: tuple[float, float], rng: np.random.Generator) -> Ground:
-    """Create the ground body for `spec` in a pybullet world.
+class GroundBuilder:
+    """Keeps one plane and one heightfield per world and reshapes them in place.
 
-    Args:
-        client: pybullet physics client id.
-        spec: The terrain.
-        origin: World (x, y) where the flat start area is.
-        rng: Random source for rough terrain.
-
-    Returns:
-        The new `Ground`.
+    pybullet never frees a heightfield's memory (removing its body and shape leaks tens of MB
+    each time), so the heightfield is created once and later terrains overwrite its heights.
     """
-    heights = height_grid(spec, rng)
-    if heights is None:
+
+    def __init__(self, client: int):
+        self.client = client
         shape = pybullet.createCollisionShape(pybullet.GEOM_PLANE, physicsClientId=client)
-        body = pybullet.createMultiBody(0, shape, basePosition=[0, 0, 0], physicsClientId=client)
-    else:
-        nx, ny = heights.shape
-        # pybullet's heightfield is indexed column-major as (column=x, row=y) with rows varying slowest.
-        data = heights.T.reshape(-1).tolist()
-        shape = pybullet.createCollisionShape(
-            pybullet.GEOM_HEIGHTFIELD, meshScale=[CELL_M, CELL_M, 1.0], heightfieldData=data,
-            numHeightfieldRows=nx, numHeightfieldColumns=ny, physicsClientId=client)
-        # pybullet centres a heightfield on its bounding box; shift it so heights are absolute.
-        centre = (
-            origin[0] - BEHIND_M + (nx - 1) * CELL_M / 2,
-            origin[1] - WIDTH_M / 2 + (ny - 1) * CELL_M / 2,
-            (heights.max() + heights.min()) / 2,
-        )
-        body = pybullet.createMultiBody(0, shape, basePosition=centre, physicsClientId=client)
-    pybullet.changeDynamics(body, -1, lateralFriction=spec.friction, physicsClientId=client)
-    return Ground(body=body, spec=spec, origin=origin, heights=heights)
+        self.plane = pybullet.createMultiBody(0, shape, basePosition=[0, 0, 0], physicsClientId=client)
+        self.field_shape: int | None = None
+        self.field_body: int | None = None
+
+    def build(self, spec: TerrainSpec, origin: tuple[float, float], rng: np.random.Generator) -> Ground:
+        """Make `spec` the ground, its flat start at world (x, y) `origin`."""
+        c = self.client
+        heights = height_grid(spec, rng)
+        if heights is None:
+            pybullet.resetBasePositionAndOrientation(self.plane, [0, 0, 0], [0, 0, 0, 1], physicsClientId=c)
+            if self.field_body is not None:
+                pybullet.resetBasePositionAndOrientation(self.field_body, [0, 0, -100.0], [0, 0, 0, 1],
+                                                         physicsClientId=c)
+            body = self.plane
+        else:
+            nx, ny = heights.shape
+            # pybullet's heightfield is indexed with x fastest: data[i + j * nx] = heights[i, j].
+            data = heights.T.reshape(-1).tolist()
+            kwargs = dict(meshScale=[CELL_M, CELL_M, 1.0], heightfieldData=data, numHeightfieldRows=nx,
+                          numHeightfieldColumns=ny, physicsClientId=c)
+            if self.field_shape is None:
+                self.field_shape = pybullet.createCollisionShape(pybullet.GEOM_HEIGHTFIELD, **kwargs)
+                self.field_body = pybullet.createMultiBody(0, self.field_shape, physicsClientId=c)
+            else:
+                pybullet.createCollisionShape(pybullet.GEOM_HEIGHTFIELD, replaceHeightfieldIndex=self.field_shape,
+                                              **kwargs)
+            # pybullet centres a heightfield on its bounding box; shift it so heights are absolute.
+            centre = (
+                origin[0] - BEHIND_M + (nx - 1) * CELL_M / 2,
+                origin[1] - WIDTH_M / 2 + (ny - 1) * CELL_M / 2,
+                (heights.max() + heights.min()) / 2,
+            )
+            pybullet.resetBasePositionAndOrientation(self.field_body, centre, [0, 0, 0, 1], physicsClientId=c)
+            # The plane drops out of the way (downhill and rough terrain go below zero).
+            pybullet.resetBasePositionAndOrientation(self.plane, [0, 0, -100.0], [0, 0, 0, 1], physicsClientId=c)
+            body = self.field_body
+        pybullet.changeDynamics(body, -1, lateralFriction=spec.friction, physicsClientId=c)
+        return Ground(body=body, spec=spec, origin=origin, heights=heights)
 
 
 def set_friction(client: int, ground: Ground, friction: float) -> None:
