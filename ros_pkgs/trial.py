@@ -49,6 +49,10 @@ COMPARE_RUNS = (("adaptive", "adaptation on"), ("no_adaptation", "adaptation off
 RECORDER_MATCH_S, DRAIN_S = 15.0, 3.0
 #: Wall seconds between progress lines while a scenario runs.
 PROGRESS_PERIOD_S = 2.0
+#: lock-step: how long the simulator waits for a policy answer before stepping anyway (wall s). The launch
+#: files' 0.5 s lets a stall of this busy machine age the commands in sim time and damp the robot; a trial
+#: measures the policy, not the machine, so it waits longer.
+TRIAL_LOCKSTEP_TIMEOUT_S = 5.0
 
 
 class TrialError(RuntimeError):
@@ -70,6 +74,8 @@ class TrialPlan:
     """The launch runs the sim bridge (else a hardware driver, or a bridge outside this launch)."""
     lockstep: bool
     model_dir: Path
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Node parameters the trial sets on top of the launch's parameter file (written to a temporary copy)."""
     _tmp: list[Any] = field(default_factory=list, repr=False)
 
     @property
@@ -125,28 +131,35 @@ def plan_trial(scenario: str | Path, out: str | Path, *, adaptation: bool = True
     if model_dir is not None:
         need("model_dir", "--model-dir")
         args["model_dir"] = str(Path(model_dir).resolve())
-    tmp: list[Any] = []
     if not adaptation:
         need("use_adaptation", "--no-adaptation")
         args["use_adaptation"] = "false"
     nodes = launch_file.nodes(args)
     by_exec = {n.executable: n for n in nodes}
+    overrides: dict[str, dict[str, Any]] = {}
     if not adaptation:
-        policy = by_exec.get("policy_node")
-        params_file = next((v for k, v in reversed(policy.params) if k == "from"), None) if policy else None
-        if params_file is None:
-            raise LaunchError(f"{path}: --no-adaptation sets policy_node's initial_latent to 'nominal' through the "
-                              "launch argument 'params_file', but policy_node has no parameter file")
-        need("params_file", "--no-adaptation")
-        params = yaml.safe_load(Path(params_file).read_text()) or {}
-        params.setdefault("policy_node", {}).setdefault("ros__parameters", {})["initial_latent"] = "nominal"
-        handle = tempfile.NamedTemporaryFile("w", prefix="metaloco-trial-", suffix=".yaml", delete=True)
-        yaml.safe_dump(params, handle)
-        handle.flush()
-        tmp.append(handle)
-        args["params_file"] = handle.name
-        nodes = launch_file.nodes(args)
-        by_exec = {n.executable: n for n in nodes}
+        overrides["policy_node"] = {"initial_latent": "nominal"}
+    if args.get("lockstep") == "true":
+        overrides["robot_bridge"] = {"lockstep_timeout_s": TRIAL_LOCKSTEP_TIMEOUT_S}
+    tmp: list[Any] = []
+    if overrides:
+        param_files = {v for n in nodes for k, v in n.params if k == "from"}
+        if "params_file" not in declared or len(param_files) != 1:
+            if not adaptation:
+                raise LaunchError(f"{path}: --no-adaptation sets policy_node's initial_latent to 'nominal' through "
+                                  "the launch argument 'params_file' (one parameter file for all nodes), which this "
+                                  "file does not have")
+        else:
+            params = yaml.safe_load(Path(param_files.pop()).read_text()) or {}
+            for node, values in overrides.items():
+                params.setdefault(node, {}).setdefault("ros__parameters", {}).update(values)
+            handle = tempfile.NamedTemporaryFile("w", prefix="metaloco-trial-", suffix=".yaml", delete=True)
+            yaml.safe_dump(params, handle)
+            handle.flush()
+            tmp.append(handle)
+            args["params_file"] = handle.name
+            nodes = launch_file.nodes(args)
+            by_exec = {n.executable: n for n in nodes}
     if "policy_node" not in by_exec:
         raise LaunchError(f"{path}: launches no policy_node; a trial needs the policy")
     policy = by_exec["policy_node"]
@@ -163,7 +176,7 @@ def plan_trial(scenario: str | Path, out: str | Path, *, adaptation: bool = True
     lockstep = sim and str(_param(bridge, "lockstep")).lower() in ("true", "1")
     method = "adaptive" if "adaptation_node" in by_exec else "nominal"
     return TrialPlan(loaded, out, path, [f"{k}:={v}" for k, v in args.items()], nodes, method, sim, lockstep,
-                     folder, tmp)
+                     folder, overrides if tmp else {}, tmp)
 
 
 class _Spinner:
@@ -254,9 +267,9 @@ def run_trial(plan: TrialPlan, *, ready_timeout_s: float = 120.0, run_timeout_s:
         raise TrialError(f"output directory {out} already exists: choose a new one (nothing was overwritten)")
     ensure_localhost_discovery()
     context = rclpy.Context()
+    runner = LaunchRunner(plan.launch, plan.launch_args, context=context)
     rclpy.init(context=context)
     spinner = _Spinner(context)
-    runner = LaunchRunner(plan.launch, plan.launch_args, context=context)
     recorder: Any = None
     wall0 = time.monotonic()
     try:
@@ -341,7 +354,7 @@ def run_trial(plan: TrialPlan, *, ready_timeout_s: float = 120.0, run_timeout_s:
     recorded = summary["written"]
     result = {
         "scenario": scenario.name, "method": plan.method, "timing": plan.timing, "launch": str(plan.launch),
-        "launch_args": plan.launch_args, "model_dir": str(plan.model_dir),
+        "launch_args": plan.launch_args, "parameter_overrides": plan.overrides, "model_dir": str(plan.model_dir),
         "sim_s" if plan.sim else "trial_s": round(trial.t_end - trial.t0, 3),
         "wall_s": round(wall_s, 2), "published": published,
         "recorded": {t: recorded.get(t, 0) for t in published}, "recorded_all": recorded,
