@@ -24,6 +24,8 @@ BEHIND_M = 4.0
 FLAT_RUN_M = 0.6
 """Flat ground ahead of the origin before the feature starts."""
 STAIR_TREAD_M = 0.4
+SENTINEL_M = 15.0
+"""Height of the two corner cells that pin a heightfield's bounds (see GroundBuilder)."""
 
 
 @dataclass
@@ -72,6 +74,9 @@ class GroundBuilder:
 
     pybullet never frees a heightfield's memory (removing its body and shape leaks tens of MB
     each time), so the heightfield is created once and later terrains overwrite its heights.
+    A replaced heightfield keeps the vertical centring and bounds of its first data, so every
+    grid carries two sentinel cells in its far back corners, at -SENTINEL_M and +SENTINEL_M:
+    the bounds never change, the centre stays at z = 0, and the robot never goes near them.
     """
 
     def __init__(self, client: int):
@@ -93,6 +98,7 @@ class GroundBuilder:
             body = self.plane
         else:
             nx, ny = heights.shape
+            heights[0, 0], heights[0, ny - 1] = -SENTINEL_M, SENTINEL_M
             # pybullet's heightfield is indexed with x fastest: data[i + j * nx] = heights[i, j].
             data = heights.T.reshape(-1).tolist()
             kwargs = dict(meshScale=[CELL_M, CELL_M, 1.0], heightfieldData=data, numHeightfieldRows=nx,
@@ -103,11 +109,11 @@ class GroundBuilder:
             else:
                 pybullet.createCollisionShape(pybullet.GEOM_HEIGHTFIELD, replaceHeightfieldIndex=self.field_shape,
                                               **kwargs)
-            # pybullet centres a heightfield on its bounding box; shift it so heights are absolute.
+            # pybullet centres a heightfield on its bounds, which the sentinels fix at z = 0.
             centre = (
                 origin[0] - BEHIND_M + (nx - 1) * CELL_M / 2,
                 origin[1] - WIDTH_M / 2 + (ny - 1) * CELL_M / 2,
-                (heights.max() + heights.min()) / 2,
+                0.0,
             )
             pybullet.resetBasePositionAndOrientation(self.field_body, centre, [0, 0, 0, 1], physicsClientId=c)
             # The plane drops out of the way (downhill and rough terrain go below zero).

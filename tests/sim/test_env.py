@@ -189,3 +189,25 @@ def test_sampler_never_draws_held_out_faults_or_friction():
     assert "FL_lower_joint" not in joints
     assert len(joints) == 11
     assert min(frictions) > 0.35
+
+
+def test_terrain_rebuilt_after_another_sits_at_its_own_heights():
+    """pybullet keeps a replaced heightfield's first bounds; the sentinels must keep every terrain true."""
+    env = LocomotionEnv(EnvConfig(randomize_tasks=False))
+    c = env.robot.client
+    terrains = [TerrainSpec(type="slope", slope_deg=10.0), TerrainSpec(type="rough", roughness_m=0.04),
+                TerrainSpec(type="slope", slope_deg=-8.0), TerrainSpec(type="flat")]
+    for terrain in terrains:
+        env.reset(options={"task": Task(terrain=terrain), "command": [0, 0, 0]})
+        for x in (0.0, 3.0):
+            expected = env.robot.ground.height_at(x, 1.0)
+            ball = pybullet.createMultiBody(1.0, pybullet.createCollisionShape(pybullet.GEOM_SPHERE, radius=0.05,
+                                                                                 physicsClientId=c),
+                                            basePosition=[x, 1.0, expected + 0.3], physicsClientId=c)
+            pybullet.changeDynamics(ball, -1, lateralFriction=5.0, rollingFriction=1.0, physicsClientId=c)
+            for _ in range(150):
+                pybullet.stepSimulation(physicsClientId=c)
+            pos = pybullet.getBasePositionAndOrientation(ball, physicsClientId=c)[0]
+            assert pos[2] - 0.05 == pytest.approx(env.robot.ground.height_at(pos[0], pos[1]), abs=0.02), terrain
+            pybullet.removeBody(ball, physicsClientId=c)
+    env.close()
