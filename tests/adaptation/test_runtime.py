@@ -1,6 +1,5 @@
 """A model that does not fit the robot is refused, naming the file, the key and both values."""
 
-import json
 import shutil
 
 import numpy as np

@@ -9,7 +9,7 @@ import torch
 
 from metaloco.adaptation.export import ARTIFACTS, _ProbeEnv, load_run_config
 from metaloco.adaptation.networks import AdapterGraph, EncoderGraph, PolicyGraph, RobustGraph
-from metaloco.adaptation.runtime import POLICY_KEYS, load_adapter, load_policy
+from metaloco.adaptation.runtime import POLICY_KEYS, load_policy
 from metaloco.adaptation.train import make_distillation_runner, make_ppo_runner
 from metaloco.hardware.robot_config import load_robot
 

@@ -7,8 +7,6 @@ simulated world instead of starving the policy; everything else is the shipped l
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,40 +22,17 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float32MultiArray, String
 
-from metaloco.adaptation.runtime import load_policy
 from metaloco.hardware.robot_config import load_robot
 from metaloco.ros_pkgs.launch_xml import LaunchRunner
 from metaloco.ros_pkgs.messages import level_of, split_float_array, status_values
 from metaloco.ros_pkgs.qos import qos_for, recording_qos
 from metaloco.ros_pkgs.ros_env import ensure_localhost_discovery
-from metaloco.schema import ConfigError
 
 ensure_localhost_discovery()
 ROOT = Path(__file__).resolve().parents[2]
 A1 = load_robot("a1")
 
 
-def usable_model(folder: Path) -> bool:
-    if not all((folder / f).is_file() for f in ("policy.onnx", "adapter.onnx", "prior.json")):
-        return False
-    try:
-        policy = load_policy(folder, A1)
-        return policy.n_actions == policy.action_map().n_actions
-    except (ConfigError, ValueError):
-        return False
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory) -> Path:
-    """models/a1 when it holds a model for this code, else an untrained `smoke` export made once per session."""
-    shipped = ROOT / "models" / "a1"
-    if usable_model(shipped):
-        return shipped
-    run = tmp_path_factory.getbasetemp() / "smoke_model"
-    if not usable_model(run / "export"):
-        code = f"from metaloco.adaptation.train import train; train('smoke', {str(run)!r})"
-        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=600)
-    return run / "export"
 
 
 def trained(folder: Path) -> bool:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,7 +23,6 @@ from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Bool, Float32MultiArray, String
 from std_srvs.srv import Trigger
 
-from metaloco.adaptation.runtime import load_policy
 from metaloco.hardware.robot_config import load_robot
 from metaloco.ros_pkgs.messages import level_of, split_float_array, stamp_nanoseconds, status_values
 from metaloco.ros_pkgs.policy_node import PolicyNode
@@ -42,27 +39,6 @@ PERIOD = A1.control_dt
 
 
 # ----------------------------------------------------------------- fixtures
-def usable_model(folder: Path) -> bool:
-    if not all((folder / f).is_file() for f in ("policy.onnx", "adapter.onnx", "prior.json")):
-        return False
-    try:
-        policy = load_policy(folder, A1)
-        return policy.n_actions == policy.action_map().n_actions
-    except (ConfigError, ValueError):
-        return False
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory) -> Path:
-    """models/a1 when it holds a model for this code, else an untrained `smoke` export made once per session."""
-    shipped = ROOT / "models" / "a1"
-    if usable_model(shipped):
-        return shipped
-    run = tmp_path_factory.getbasetemp() / "smoke_model"
-    if not usable_model(run / "export"):
-        code = f"from metaloco.adaptation.train import train; train('smoke', {str(run)!r})"
-        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=600)
-    return run / "export"
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +18,10 @@ from rosbags.rosbag2 import Reader
 
 from metaloco.adaptation.bag import read_bag
 from metaloco.adaptation.metrics import EVAL_KEYS
-from metaloco.adaptation.runtime import load_policy
 from metaloco.cli import main
-from metaloco.hardware.robot_config import load_robot
 from metaloco.ros_pkgs.launch_xml import LaunchError
 from metaloco.ros_pkgs.ros_env import ensure_localhost_discovery
 from metaloco.ros_pkgs.trial import TrialError, plan_trial, run_compare, run_trial
-from metaloco.schema import ConfigError
 
 ensure_localhost_discovery()
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,27 +42,6 @@ def write_scenario(folder: Path, duration: float = 3.0, event_t: float = 1.5, jo
     return path
 
 
-def usable_model(folder: Path) -> bool:
-    if not all((folder / f).is_file() for f in ("policy.onnx", "adapter.onnx", "prior.json")):
-        return False
-    try:
-        policy = load_policy(folder, load_robot("a1"))
-        return policy.n_actions == policy.action_map().n_actions
-    except (ConfigError, ValueError):
-        return False
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory) -> Path:
-    """models/a1 when it holds a model for this code, else a `smoke` export made once per session."""
-    shipped = ROOT / "models" / "a1"
-    if usable_model(shipped):
-        return shipped
-    run = tmp_path_factory.getbasetemp() / "smoke_model"  # the same folder test_graph.py's fixture uses
-    if not usable_model(run / "export"):
-        code = f"from metaloco.adaptation.train import train; train('smoke', {str(run)!r})"
-        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=600)
-    return run / "export"
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,37 @@
+"""The model the ROS 2 tests run: the shipped A1 models when they fit this code, else a smoke export."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from metaloco.adaptation.runtime import load_policy
+from metaloco.hardware.robot_config import load_robot
+from metaloco.schema import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def usable_model(folder: Path) -> bool:
+    """Whether `folder` holds a policy, adapter and prior that load for the A1 with this code's gait."""
+    if not all((folder / f).is_file() for f in ("policy.onnx", "adapter.onnx", "prior.json")):
+        return False
+    try:
+        policy = load_policy(folder, load_robot("a1"))
+        return policy.n_actions == policy.action_map().n_actions
+    except (ConfigError, ValueError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """models/a1 when it holds a model for this code, else an untrained `smoke` export made once per session."""
+    shipped = ROOT / "models" / "a1"
+    if usable_model(shipped):
+        return shipped
+    run = tmp_path_factory.getbasetemp() / "smoke_model"
+    if not usable_model(run / "export"):
+        code = f"from metaloco.adaptation.train import train; train('smoke', {str(run)!r})"
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=600)
+    return run / "export"
