@@ -77,8 +77,7 @@ def targets_section(results: dict, rows: list) -> list[str]:
         ok = nominal["tracking_error_mps"] is not None and nominal["tracking_error_mps"] <= 0.1 and nominal["falls"] == 0
         lines.append(f"- Nominal flat ground tracks 0.5 m/s within 0.1 m/s, no falls: **{'met' if ok else 'NOT met'}** "
                      f"(tracking error {_fmt(nominal['tracking_error_mps'])} m/s, {nominal['falls']} falls).")
-    event_scenarios = [name for name, _ in rows if (name, "adaptive") in results
-                       and results[(name, "adaptive")]["recovery_time_s"] != 0.0 and name != "nominal_flat"]
+    event_scenarios = [name for name, _ in rows if load_scenario(config_dir() / "scenarios" / f"{name}.yaml").events]
     for name in event_scenarios:
         a, o = results[(name, "adaptive")], results[(name, "oracle")]
         rec = a["recovery_time_s"]
