@@ -43,6 +43,7 @@ from metaloco.ros_pkgs.messages import (
     diagnostic_array,
     float_array,
     split_float_array,
+    stamp_nanoseconds,
     state_from_msgs,
     status,
     targets_to_msg,
@@ -201,6 +202,7 @@ class PolicyNode(Node):
         self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, qos_for("cmd_vel"))
         self.create_subscription(Float32MultiArray, "adaptation/latent", self._on_latent, qos_for("adaptation/latent"))
         self.create_subscription(Bool, "estop", self._on_estop, qos_for("estop"))
+        self._awaiting_imu: JointState | None = None
         self._deferred = self.create_timer(self.period, self._run_pending, autostart=False)
         # The watchdog notices silence (no joint_states means no cycle to notice it in); 20 Hz is plenty for that.
         self.create_timer(max(self.period, 0.05), self._watch)
@@ -212,6 +214,12 @@ class PolicyNode(Node):
     # ------------------------------------------------------------ inputs
     def _on_imu(self, msg: Imu) -> None:
         self._imu, self._imu_t = msg, time.monotonic()
+        waiting = self._awaiting_imu
+        if waiting is not None and stamp_nanoseconds(msg.header.stamp) == stamp_nanoseconds(waiting.header.stamp):
+            # The state of this tick was refused for want of its imu reading, which has now come.
+            self._awaiting_imu = None
+            self.schedule.ran(self._imu_t)
+            self._cycle(self._imu_t, waiting)
 
     def _on_cmd_vel(self, msg: Twist) -> None:
         self._command, self._command_t = twist_to_command(msg), time.monotonic()
@@ -235,6 +243,7 @@ class PolicyNode(Node):
     def _on_joints(self, msg: JointState) -> None:
         """A fresh state: run the due cycle on it now, or when the cycle's window opens if it came early."""
         now = time.monotonic()
+        self._awaiting_imu = None
         self.schedule.catch_up(now, restart_after=self.timeout)
         self._joints_t = now
         if self.schedule.ready(now):
@@ -262,7 +271,10 @@ class PolicyNode(Node):
             return self._refuse("estop: no commands until it is released (estop false)")
         if self._imu is None:
             return self._refuse("no imu/data yet")
-        if now - self._imu_t > self.timeout:
+        same_tick = stamp_nanoseconds(self._imu.header.stamp) == stamp_nanoseconds(joints.header.stamp)
+        if not same_tick and now - self._imu_t > self.timeout:
+            if stamp_nanoseconds(self._imu.header.stamp) < stamp_nanoseconds(joints.header.stamp):
+                self._awaiting_imu = joints  # its imu reading may still be on the way: answer when it comes
             return self._refuse(f"imu/data stale: {(now - self._imu_t) * 1000:.0f} ms old "
                                 f"(limit {self.timeout * 1000:.0f} ms)")
         try:
