@@ -33,7 +33,7 @@ def test_model_with_wrong_input_size_is_refused(smoke_run, tmp_path):
 
     class Wrong(torch.nn.Module):
         def forward(self, obs, latent):
-            return torch.cat([obs[:, :10], latent[:, :4]], dim=-1)
+            return torch.cat([obs[:, :10], latent[:, :5]], dim=-1)
 
     path = folder / "policy.onnx"
     torch.onnx.export(Wrong(), (torch.zeros(1, 40), torch.zeros(1, 8)), str(path), input_names=["obs", "latent"],

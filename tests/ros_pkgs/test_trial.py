@@ -8,6 +8,7 @@ that never becomes ready run their own. The model is models/a1 when it fits this
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -99,7 +100,9 @@ def test_metrics_json_has_every_key_and_the_report_its_plots(trial):
     for name in ("speed.png", "latent.png", "torques_event_1.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({name})" in report
     assert "| clock | simulated (/clock); sim, lock-step |" in report
-    assert "| 1 | 1.500 | `fault FR_lower_joint locked` |" in report
+    # The event is marked where the bag saw it: at 1.5 s, or one control period (20 ms) later.
+    rows = re.findall(r"\| 1 \| (\d+\.\d+) \| `fault FR_lower_joint locked` \|", report)
+    assert rows and abs(float(rows[0]) - 1.5) <= 0.021, rows
     assert not (out / "TRIAL_FAILED.txt").exists()
 
 
