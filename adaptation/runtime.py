@@ -114,7 +114,7 @@ def load_policy(model_dir: str | Path, robot: RobotConfig, filename: str = "poli
         raise ConfigError(str(path), "actions", f"model outputs {n_actions} actions; this metaloco's gait generator "
                                                 f"needs {n + GAIT_OUTPUTS} ({n} joints + {GAIT_OUTPUTS} gait outputs)")
     layout = [tuple(x) for x in meta["obs_layout"]]
-    expected = obs_layout(n, n_actions if isinstance(n_actions, int) else n + GAIT_OUTPUTS)
+    expected = obs_layout(n, n + GAIT_OUTPUTS)
     if layout != expected:
         raise ConfigError(str(path), "obs_layout", f"model observes {layout}; this metaloco builds {expected}")
     if obs_dim != sum(s for _, s in layout):

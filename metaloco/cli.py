@@ -183,14 +183,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     return run_launch(str(path), args.rest)
 
 
-def _not_yet(issue: int, what: str):
-    def run(args: argparse.Namespace) -> int:
-        print(f"metaloco {what}: not implemented yet (tracked in issue {issue}).", file=sys.stderr)
-        return 2
-
-    return run
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metaloco", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

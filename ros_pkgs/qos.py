@@ -15,34 +15,23 @@ from __future__ import annotations
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-#: joint_states, imu/data, policy/obs_action: fresh data only.
-SENSOR_QOS = QoSProfile(
+#: Sensor and command streams (joint_states, imu/data, policy/obs_action, cmd_vel, joint_commands,
+#: adaptation/latent): only the newest sample matters, a late one is worthless.
+LATEST_QOS = QoSProfile(
     reliability=ReliabilityPolicy.BEST_EFFORT,
     history=HistoryPolicy.KEEP_LAST,
     depth=1,
     durability=DurabilityPolicy.VOLATILE,
 )
-#: cmd_vel, joint_commands, adaptation/latent: the newest command wins.
-COMMAND_QOS = QoSProfile(
-    reliability=ReliabilityPolicy.BEST_EFFORT,
-    history=HistoryPolicy.KEEP_LAST,
-    depth=1,
-    durability=DurabilityPolicy.VOLATILE,
-)
-#: adaptation/status, diagnostics: every message delivered.
-STATUS_QOS = QoSProfile(
+#: Status and events (adaptation/status, diagnostics, estop, sim/events): every message delivered.
+RELIABLE_QOS = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE,
     history=HistoryPolicy.KEEP_LAST,
     depth=10,
     durability=DurabilityPolicy.VOLATILE,
 )
-#: estop, sim/events: every message delivered.
-EVENT_QOS = QoSProfile(
-    reliability=ReliabilityPolicy.RELIABLE,
-    history=HistoryPolicy.KEEP_LAST,
-    depth=10,
-    durability=DurabilityPolicy.VOLATILE,
-)
+SENSOR_QOS = COMMAND_QOS = LATEST_QOS
+STATUS_QOS = EVENT_QOS = RELIABLE_QOS
 
 #: The profile each contract topic is published with.
 TOPIC_QOS: dict[str, QoSProfile] = {

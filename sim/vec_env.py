@@ -149,9 +149,10 @@ class SubprocVecEnv(VecEnv):
         fell = np.concatenate([r[3] for r in replies])
         timeout = np.concatenate([r[4] for r in replies])
         done = fell | timeout
-        self._history = torch.roll(self._history, -1, dims=1)
-        self._history[torch.from_numpy(done)] = 0.0
-        self._history[:, -1] = self._obs
+        if self.history_length > 0:
+            self._history = torch.roll(self._history, -1, dims=1)
+            self._history[torch.from_numpy(done)] = 0.0
+            self._history[:, -1] = self._obs
         for r in replies:
             for ret, length, f, track in r[5]:
                 self.completed_returns.append(float(ret))

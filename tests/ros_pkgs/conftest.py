@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import rclpy
 
 from metaloco.adaptation.runtime import load_policy
 from metaloco.hardware.robot_config import load_robot
@@ -35,3 +36,12 @@ def model_dir(tmp_path_factory) -> Path:
         code = f"from metaloco.adaptation.train import train; train('smoke', {str(run)!r})"
         subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=600)
     return run / "export"
+
+
+@pytest.fixture
+def context():
+    """A private rclpy context per test (no global init to leak between tests)."""
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    rclpy.shutdown(context=ctx)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
@@ -41,12 +40,6 @@ PERIOD = A1.control_dt
 # ----------------------------------------------------------------- fixtures
 
 
-@pytest.fixture
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.shutdown(context=ctx)
 
 
 class Spinner:

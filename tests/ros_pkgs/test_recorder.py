@@ -11,7 +11,6 @@ import threading
 import time
 
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -28,12 +27,6 @@ from metaloco.ros_pkgs.ros_env import ensure_localhost_discovery
 ensure_localhost_discovery()
 
 
-@pytest.fixture
-def context():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.shutdown(context=ctx)
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
