@@ -176,6 +176,22 @@ def measured_velocity(bag: BagSeries) -> tuple[np.ndarray, np.ndarray]:
     return t_vx[finite], vx[finite]
 
 
+def _due_times(run: Run) -> dict[float, float]:
+    """The scenario time each recorded event was due at (its JSON `t`), keyed by when the bag saw it."""
+    if not run.bag.has("sim/events"):
+        return {}
+    ev = run.bag.topic("sim/events")
+    out = {}
+    for ti, text in zip(ev.t, ev["data"]):
+        try:
+            event = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and isinstance(event.get("t"), (int, float)):
+            out[round(float(ti), 9)] = float(event["t"])
+    return out
+
+
 def recorded_events(bag: BagSeries) -> list[tuple[float, str]]:
     """The scenario events on /sim/events as (time, label)."""
     if not bag.has("sim/events"):
@@ -432,8 +448,11 @@ def write_report(run: str | Path | BagSeries, out_dir: str | Path, *, title: str
            "never; 0 without events). Cost of transport: joint energy / (m g distance).", ""]
     for run in runs:
         md += [f"## {run.label}", "", "Events:", ""]
-        events = [[k, t, f"`{lbl}`"] for k, (t, lbl) in enumerate(run.events, 1)]
-        md += _table(["#", "t (s)", "event"], events) if events else ["none"]
+        due = _due_times(run)
+        events = [[k, t, due.get(round(t, 9), "–"), f"`{lbl}`"] for k, (t, lbl) in enumerate(run.events, 1)]
+        md += _table(["#", "t (s)", "due (s)", "event"], events) if events else ["none"]
+        md += ["", "`t`: when the recording saw the event; `due`: the scenario's time for it. In the simulator the "
+               "event lands when the bridge receives it, so a busy machine can land it a few control periods late."]
         md += ["", "Phases (between events):", ""]
         md += _table(["phase", "from (s)", "to (s)", "started by", "command (m/s)", "speed (m/s)",
                       "tracking error (m/s)", "distance (m)", "energy (J)", "J/m", "CoT", "falls",

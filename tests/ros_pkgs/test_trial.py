@@ -79,12 +79,13 @@ def test_the_bag_holds_every_message_the_trial_published(trial):
 
 def test_the_event_reached_the_simulator_at_its_time(trial):
     """The locked knee stops moving at the event (it swung with the gait before)."""
-    out, _ = trial
+    out, result = trial
     bag = read_bag(out)
     joints = bag.topic("joint_states")
     knee = joints["position"][:, joints["name"].index("FR_lower_joint")]
     t = joints.t - bag.topic("cmd_vel").t[0]
-    before, after = knee[(t > 0.3) & (t < 1.4)], knee[t > 1.6]
+    landed = result["events"][0]["sent_at_s"]  # 1.5 s, or a few control periods later on a busy machine
+    before, after = knee[(t > 0.3) & (t < 1.4)], knee[t > landed + 0.1]
     assert np.ptp(before) > 0.05, f"the knee did not move before the event ({np.ptp(before):.4f} rad)"
     assert np.ptp(after) < 0.01, f"the locked knee moved {np.ptp(after):.4f} rad"
 
@@ -100,9 +101,13 @@ def test_metrics_json_has_every_key_and_the_report_its_plots(trial):
     for name in ("speed.png", "latent.png", "torques_event_1.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({name})" in report
     assert "| clock | simulated (/clock); sim, lock-step |" in report
-    # The event is marked where the bag saw it: at 1.5 s, or one control period (20 ms) later.
-    rows = re.findall(r"\| 1 \| (\d+\.\d+) \| `fault FR_lower_joint locked` \|", report)
-    assert rows and abs(float(rows[0]) - 1.5) <= 0.021, rows
+    # The event is marked where the bag saw it, next to the time it was due. The runner sends it at the first
+    # /clock tick it sees at or after 1.5 s; on a busy machine that tick can be a few control periods late, and the
+    # mark must then agree with when the runner really sent it (within one 20 ms control period).
+    rows = re.findall(r"\| 1 \| (\d+\.\d+) \| (\d+\.\d+) \| `fault FR_lower_joint locked` \|", report)
+    assert rows and float(rows[0][1]) == 1.5, rows
+    seen, sent = float(rows[0][0]), result["events"][0]["sent_at_s"]
+    assert 1.5 - 1e-6 <= sent <= 1.75 and abs(seen - sent) <= 0.021, (rows, result["events"])
     assert not (out / "TRIAL_FAILED.txt").exists()
 
 
