@@ -73,9 +73,16 @@ class RMAActor(MLPModel):
         self.task_dim = encoder_input(obs["privileged"]).shape[-1]
         super().__init__(obs, {obs_set: ["policy"]}, obs_set, output_dim, **kwargs)
         self.encoder = LatentEncoder(self.task_dim, latent_dim, tuple(encoder_hidden))
+        self.task_decoder = nn.Linear(latent_dim, self.task_dim)
+        """Reads the (standardised) task back out of z: the auxiliary loss that keeps faults in z (train only)."""
 
     def _get_latent_dim(self) -> int:
         return self.obs_dim + self.latent_dim
+
+    def task_reconstruction_loss(self, privileged: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+        """Mean squared error of the task read back from z, standardised by `units` = (mean, spread) per part."""
+        task = encoder_input(privileged)
+        return nn.functional.mse_loss(self.task_decoder(self.encoder(task)), (task - units[0]) / units[1])
 
     def latent(self, obs: TensorDict) -> torch.Tensor:
         """z = mu(task part of the privileged vector)."""

@@ -73,6 +73,52 @@ def _actor_cfg(cfg: TrainConfig, rma: bool) -> dict:
     return actor
 
 
+def task_scale(cfg: TrainConfig, samples: int = 2000) -> torch.Tensor:
+    """Mean and spread of each task-vector part over the full family (2, dim): the auxiliary loss's units.
+
+    Parts that never vary in training (pushes, held-out settings) get a floor so they neither blow up nor vanish.
+    """
+    from metaloco.hardware.robot_config import load_robot
+    from metaloco.sim.tasks import TaskSampler, task_vector
+
+    robot = load_robot(cfg.env.robot)
+    sampler = TaskSampler(cfg.env.tasks, robot.joint_names, seed=cfg.seed + 99)
+    rows = np.array([task_vector(sampler.sample()[0], robot.joint_names) for _ in range(samples)])
+    mean = np.concatenate([rows.mean(axis=0), np.zeros(3)])
+    scale = np.concatenate([np.maximum(rows.std(axis=0), 0.05), np.full(3, 100.0)])  # push force: 100 N
+    return torch.as_tensor(np.stack([mean, scale]), dtype=torch.float32)
+
+
+def add_task_loss(alg, cfg: TrainConfig) -> None:
+    """After each PPO update, fit mu and the task decoder so that z can be read back as the task.
+
+    RMA shapes z by the policy gradient alone; on this machine's budget that leaves z nearly blind to a
+    failed joint (a locked knee moved it by 0.02). This keeps the fault in z, so the policy can act on it and
+    the adapter has something to estimate. A separate Adam, the same mini-batches as PPO's epochs.
+    """
+    actor, weight, units = alg.actor, cfg.task_loss_weight, task_scale(cfg)
+    params = list(actor.encoder.parameters()) + list(actor.task_decoder.parameters())
+    optimizer = torch.optim.Adam(params, lr=cfg.ppo.learning_rate)
+    ppo_update = alg.update
+
+    def update() -> dict[str, float]:
+        privileged = alg.storage.observations["privileged"].flatten(0, 1).clone()
+        stats = ppo_update()
+        losses = []
+        for _ in range(cfg.ppo.num_learning_epochs):
+            for idx in torch.randperm(len(privileged)).chunk(cfg.ppo.num_mini_batches):
+                loss = weight * actor.task_reconstruction_loss(privileged[idx], units)
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                losses.append(float(loss))
+        alg.last_task_loss = float(np.mean(losses))
+        return {**stats, "task": alg.last_task_loss}
+
+    alg.update = update
+
+
 def make_ppo_runner(cfg: TrainConfig, venv: SubprocVecEnv, rma: bool):
     """An rsl_rl OnPolicyRunner for phase 1 (rma=True) or the robust baseline."""
     from rsl_rl.runners import OnPolicyRunner
@@ -80,7 +126,10 @@ def make_ppo_runner(cfg: TrainConfig, venv: SubprocVecEnv, rma: bool):
     train_cfg = _ppo_train_cfg(cfg, _actor_cfg(cfg, rma), ["policy", "privileged"],
                                ["policy", "privileged"] if rma else ["policy"])
     with contextlib.redirect_stdout(io.StringIO()):
-        return OnPolicyRunner(venv, train_cfg, log_dir=None)
+        runner = OnPolicyRunner(venv, train_cfg, log_dir=None)
+    if rma and cfg.task_loss_weight > 0:
+        add_task_loss(runner.alg, cfg)
+    return runner
 
 
 def make_distillation_runner(cfg: TrainConfig, venv: SubprocVecEnv, teacher_state: dict):
@@ -186,14 +235,14 @@ def _last_loss(runner) -> float:
     alg = runner.alg
     if hasattr(alg, "student"):
         return float(alg.student.latent_loss.detach())
-    return float("nan")
+    return float(getattr(alg, "last_task_loss", float("nan")))
 
 
 def fit_latent_prior(cfg: TrainConfig, actor_state: dict, difficulty: float, folder: Path):
     """Draw tasks from the final training distribution (faults active) and fit the prior to mu(task)."""
     from metaloco.adaptation.networks import LatentEncoder
     from metaloco.hardware.robot_config import load_robot
-    from metaloco.sim.tasks import Task, TaskSampler, privileged_layout, task_vector
+    from metaloco.sim.tasks import Task, TaskSampler, layout_slice, privileged_layout, task_vector
 
     robot = load_robot(cfg.env.robot)
     sampler = TaskSampler(cfg.env.tasks, robot.joint_names, seed=cfg.seed + 77)
@@ -207,8 +256,9 @@ def fit_latent_prior(cfg: TrainConfig, actor_state: dict, difficulty: float, fol
         task, _ = sampler.sample()
         vec = task_vector(task, robot.joint_names)
         rows.append(np.concatenate([vec, np.zeros(3)]))
-        strength = vec[8:8 + n] * task.dynamics.motor_strength
-        health.append(np.concatenate([strength * (1 - vec[8 + n:8 + 2 * n]), vec[8 + n:8 + 2 * n]]))
+        locked = vec[layout_slice("joint_locked", n)]
+        strength = vec[layout_slice("joint_strength", n)] * task.dynamics.motor_strength
+        health.append(np.concatenate([strength * (1 - locked), locked]))
     nominal_vec = np.concatenate([task_vector(Task(), robot.joint_names), np.zeros(3)])
     with torch.no_grad():
         z = encoder(torch.as_tensor(np.array(rows), dtype=torch.float32)).numpy()

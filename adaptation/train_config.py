@@ -57,6 +57,9 @@ class TrainConfig:
     critic_hidden: list[int] = spec(default_factory=lambda: [256, 128], doc="Critic MLP.")
     encoder_hidden: list[int] = spec(default_factory=lambda: [64, 32], doc="mu MLP.")
     adapter_channels: int = spec(32, range=(4, 512), doc="phi conv channels.")
+    task_loss_weight: float = spec(0.0, range=(0.0, 100.0),
+                                   doc="Phase 1: weight of the auxiliary loss that reads the task back out of z "
+                                       "(0: z is shaped by PPO alone, as in RMA).")
     latent_loss_weight: float = spec(1.0, range=(0.0, 100.0), doc="Weight of ||z_hat - z||^2 in phase 2.")
     prior_samples: int = spec(4000, range=(10, 1000000), doc="Tasks drawn to fit the prior.")
     ppo: PPOConfig = field(default_factory=PPOConfig)

@@ -82,6 +82,17 @@ def privileged_layout(n_joints: int) -> list[tuple[str, int]]:
     ]
 
 
+def layout_slice(name: str, n_joints: int) -> slice:
+    """Where one named part sits in the privileged vector (and in the task vector, its head)."""
+    start = 0
+    for part, size in privileged_layout(n_joints):
+        if part == name:
+            return slice(start, start + size)
+        start += size
+    raise KeyError(f"no part '{name}' in the privileged vector; its parts are "
+                   f"{[p for p, _ in privileged_layout(n_joints)]}")
+
+
 def task_vector(task: Task, joint_names: list[str]) -> np.ndarray:
     """The task part of the privileged vector (everything but push force and base velocity)."""
     n = len(joint_names)
