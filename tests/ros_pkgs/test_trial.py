@@ -103,11 +103,12 @@ def test_metrics_json_has_every_key_and_the_report_its_plots(trial):
     assert "| clock | simulated (/clock); sim, lock-step |" in report
     # The event is marked where the bag saw it, next to the time it was due. The runner sends it at the first
     # /clock tick it sees at or after 1.5 s; on a busy machine that tick can be a few control periods late, and the
-    # mark must then agree with when the runner really sent it (within one 20 ms control period).
+    # mark must then agree with when the runner really sent it. The recorder reads /clock on its own, so its stamps
+    # (and its time 0, the first cmd_vel) may each be a tick off the runner's: three 20 ms control periods at most.
     rows = re.findall(r"\| 1 \| (\d+\.\d+) \| (\d+\.\d+) \| `fault FR_lower_joint locked` \|", report)
     assert rows and float(rows[0][1]) == 1.5, rows
     seen, sent = float(rows[0][0]), result["events"][0]["sent_at_s"]
-    assert 1.5 - 1e-6 <= sent <= 1.75 and abs(seen - sent) <= 0.021, (rows, result["events"])
+    assert 1.5 - 1e-6 <= sent <= 1.75 and abs(seen - sent) <= 0.061, (rows, result["events"])
     assert not (out / "TRIAL_FAILED.txt").exists()
 
 
