@@ -23,11 +23,14 @@ def test_shipped_files_match_the_manifest():
     assert (MODELS / "MODEL_CARD.md").is_file()
 
 
+NOT_TRACKED = ("the shipped adapter does not bring its estimate closer to the true latent within 1.5 s of this fault "
+               "(the policy walks on without it); see models/a1/MODEL_CARD.md, 'What these models do not do yet'")
+
+
 @pytest.mark.parametrize("scenario_name", [
-    "rl_thigh_limp",
-    pytest.param("fr_knee_locked", marks=pytest.mark.xfail(
-        strict=True, reason="the shipped encoder barely encodes a locked knee (the true latent moves by ~0.02); "
-                            "see models/a1/MODEL_CARD.md, 'What these models do not do yet'")),
+    "fl_knee_weak",  # a held-out joint
+    pytest.param("rl_thigh_limp", marks=pytest.mark.xfail(strict=True, reason=NOT_TRACKED)),
+    pytest.param("fr_knee_locked", marks=pytest.mark.xfail(strict=True, reason=NOT_TRACKED)),
 ])
 def test_adapter_estimate_moves_toward_the_true_latent_after_a_fault(scenario_name):
     scenario = load_scenario(scenario_name)
@@ -55,5 +58,5 @@ def test_adapter_estimate_moves_toward_the_true_latent_after_a_fault(scenario_na
     assert np.linalg.norm(z_after - z_before) > 0.1, "the fault should change the true latent"
     err_before = np.linalg.norm(raw[before].mean(axis=0) - z_after)
     err_after = np.linalg.norm(raw[after].mean(axis=0) - z_after)
-    # Measured with the shipped models: 0.14 -> 0.11 on rl_thigh_limp. Weak, but toward the truth.
+    # Measured with the shipped models on fl_knee_weak: 0.33 -> 0.28. Weak, but toward the truth.
     assert err_after < 0.9 * err_before, (err_before, err_after)
