@@ -160,6 +160,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
          f"Models: {model_dir}. Output: {out}")
     result = run_compare("fr_knee_locked", out, model_dir=model_dir if args.model_dir else None, progress=_say)
     _print_trial(result)
+    print("One trial each, with the knee locking at one moment of the stride. With the shipped models the on/off gap "
+          "depends on that moment more than on adaptation: see models/a1/MODEL_CARD.md.")
     return 0
 
 
