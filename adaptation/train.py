@@ -79,13 +79,15 @@ def task_scale(cfg: TrainConfig, samples: int = 2000) -> torch.Tensor:
     Parts that never vary in training (pushes, held-out settings) get a floor so they neither blow up nor vanish.
     """
     from metaloco.hardware.robot_config import load_robot
-    from metaloco.sim.tasks import TaskSampler, task_vector
+    from metaloco.sim.tasks import TaskSampler, layout_slice, task_vector
 
     robot = load_robot(cfg.env.robot)
     sampler = TaskSampler(cfg.env.tasks, robot.joint_names, seed=cfg.seed + 99)
     rows = np.array([task_vector(sampler.sample()[0], robot.joint_names) for _ in range(samples)])
-    mean = np.concatenate([rows.mean(axis=0), np.zeros(3)])
-    scale = np.concatenate([np.maximum(rows.std(axis=0), 0.05), np.full(3, 100.0)])  # push force: 100 N
+    push = layout_slice("push_force_n", robot.n_joints)  # after the task in mu's input; never drawn in training
+    n_push = push.stop - push.start
+    mean = np.concatenate([rows.mean(axis=0), np.zeros(n_push)])
+    scale = np.concatenate([np.maximum(rows.std(axis=0), 0.05), np.full(n_push, 100.0)])  # push force: 100 N
     return torch.as_tensor(np.stack([mean, scale]), dtype=torch.float32)
 
 
