@@ -1,0 +1,30 @@
+"""The model card's target verdicts, computed from a results table."""
+
+from metaloco.adaptation.model_card import targets_section
+
+
+def _cell(ret, rec=None, err=0.05):
+    return {"return_mean": ret, "recovery_time_s": rec, "tracking_error_mps": err, "falls": 0}
+
+
+def _results(adaptive, nominal, robust, oracle):
+    name = "fr_knee_locked"
+    return {(name, "adaptive"): _cell(adaptive, 0.5), (name, "nominal"): _cell(nominal),
+            (name, "robust"): _cell(robust), (name, "oracle"): _cell(oracle)}
+
+
+def test_clearly_above_needs_the_margin_over_the_better_baseline():
+    rows = [("fr_knee_locked", None)]
+    line = targets_section(_results(10.4, 10.0, 6.0, 10.5), rows)[2]
+    assert "clearly above (by 5%)" in line and "**NO**" in line
+    line = targets_section(_results(10.6, 10.0, 6.0, 10.5), rows)[2]
+    assert "**yes**" in line
+
+
+def test_the_verdict_says_how_much_the_fault_cost_nominal_and_how_much_adaptation_won_back():
+    rows = [("fr_knee_locked", None)]
+    line = targets_section(_results(10.2, 10.0, 6.0, 10.5), rows, {"fr_knee_locked": 10.3})[2]
+    assert "costs nominal 3% of its return, less than the margin" in line
+    assert "wins back 67% of that loss" in line
+    line = targets_section(_results(12.0, 10.0, 6.0, 12.5), rows, {"fr_knee_locked": 15.0})[2]
+    assert "costs nominal 33% of its return;" in line and "wins back 40%" in line
