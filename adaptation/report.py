@@ -176,19 +176,26 @@ def measured_velocity(bag: BagSeries) -> tuple[np.ndarray, np.ndarray]:
     return t_vx[finite], vx[finite]
 
 
-def _due_times(run: Run) -> dict[float, float]:
-    """The scenario time each recorded event was due at (its JSON `t`), keyed by when the bag saw it."""
-    if not run.bag.has("sim/events"):
-        return {}
-    ev = run.bag.topic("sim/events")
-    out = {}
-    for ti, text in zip(ev.t, ev["data"]):
-        try:
-            event = json.loads(text)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(event, dict) and isinstance(event.get("t"), (int, float)):
-            out[round(float(ti), 9)] = float(event["t"])
+def _due_times(run: Run) -> list[str | float]:
+    """The scenario time each of `run.events` was due at (its JSON `t`; "–" if it has none), in their order.
+
+    Events are matched to the bag's /sim/events messages in order, so two events the bag saw on the same
+    tick keep their own due times.
+    """
+    pending: list[tuple[float, str | float]] = []
+    if run.bag.has("sim/events"):
+        ev = run.bag.topic("sim/events")
+        for ti, text in zip(ev.t, ev["data"]):
+            try:
+                event = json.loads(text)
+            except json.JSONDecodeError:
+                event = None
+            due = float(event["t"]) if isinstance(event, dict) and isinstance(event.get("t"), (int, float)) else "–"
+            pending.append((float(ti), due))
+    out: list[str | float] = []
+    for t, _ in run.events:
+        match = next((i for i, (seen, _) in enumerate(pending) if abs(seen - t) <= 1e-9), None)
+        out.append("–" if match is None else pending.pop(match)[1])
     return out
 
 
@@ -268,8 +275,10 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 def _phase_rows(run: Run) -> list[list[Any]]:
     latent = run.bag.topics.get("/adaptation/latent")
     rows = []
+    t0, t1 = float(run.episode.t[0]), float(run.episode.t[-1])
+    cutting = [lbl for t, lbl in run.events if t0 < t < t1]  # the events phase_bounds cuts at, in order
     for k, (phase, (a, b)) in enumerate(zip(phase_metrics(run.episode), phase_bounds(run.episode))):
-        started = "start" if k == 0 else next((lbl for t, lbl in run.events if abs(t - a) < 1e-9), "event")
+        started = "start" if k == 0 else cutting[k - 1]
         z = phase_mean(latent.t, latent["data"], a, b) if latent is not None else None
         if not run.measured:
             phase.update({k: None for k in ("mean_speed_mps", "tracking_error_mps", "distance_m",
@@ -448,8 +457,7 @@ def write_report(run: str | Path | BagSeries, out_dir: str | Path, *, title: str
            "never; 0 without events). Cost of transport: joint energy / (m g distance).", ""]
     for run in runs:
         md += [f"## {run.label}", "", "Events:", ""]
-        due = _due_times(run)
-        events = [[k, t, due.get(round(t, 9), "–"), f"`{lbl}`"] for k, (t, lbl) in enumerate(run.events, 1)]
+        events = [[k, t, due, f"`{lbl}`"] for k, ((t, lbl), due) in enumerate(zip(run.events, _due_times(run)), 1)]
         md += _table(["#", "t (s)", "due (s)", "event"], events) if events else ["none"]
         md += ["", "`t`: when the recording saw the event; `due`: the scenario's time for it. In the simulator the "
                "event lands when the bridge receives it, so a busy machine can land it a few control periods late."]

@@ -33,8 +33,13 @@ def _cdr(msg) -> bytes:
 
 
 def write_trial_bag(path: Path, recover_at: float, *, method: str = "adaptive", close: bool = True,
-                    duration: float = 6.0, dt: float = 0.02, with_velocity: bool = True) -> SegmentedBagWriter:
-    """A trial walking at 0.5 m/s, slowed to 0.1 m/s by a fault at 2 s until `recover_at`; 1 s segments."""
+                    duration: float = 6.0, dt: float = 0.02, with_velocity: bool = True,
+                    events: list[dict] | None = None) -> SegmentedBagWriter:
+    """A trial walking at 0.5 m/s, slowed to 0.1 m/s by a fault at 2 s until `recover_at`; 1 s segments.
+
+    `events` are the /sim/events messages written on the 2 s tick (default: the FR knee locks, due at 2 s).
+    """
+    events = events or [{"t": 2.0, "fault": {"joint": "FR_lower_joint", "mode": "locked"}}]
     writer = SegmentedBagWriter(path)
     for topic, msgtype in TOPICS.items():
         writer.add_topic(topic, msgtype)
@@ -66,8 +71,8 @@ def write_trial_bag(path: Path, recover_at: float, *, method: str = "adaptive", 
         writer.write("diagnostics", ns, _cdr(_msg("diagnostic_msgs/msg/DiagnosticArray", header=header,
                                                    status=[bridge])))
         if abs(t - 2.0) < 1e-9:
-            event = {"t": 2.0, "fault": {"joint": "FR_lower_joint", "mode": "locked"}}
-            writer.write("sim/events", ns, _cdr(_msg("std_msgs/msg/String", data=json.dumps(event))))
+            for event in events:
+                writer.write("sim/events", ns, _cdr(_msg("std_msgs/msg/String", data=json.dumps(event))))
         if i % 50 == 49:
             writer.flush()
     if close:
@@ -93,6 +98,18 @@ def test_report_regenerates_identically_from_the_same_bag(tmp_path):
     assert metrics["distance_m"] == pytest.approx(0.5 * 6.0 - 0.4 * 0.8, abs=0.02)
     assert f"| recovery_time_s | {metrics['recovery_time_s']:.3f} |" in text
     assert "FR_lower_joint" in text and "change detected" in text
+
+
+def test_two_events_seen_on_one_tick_keep_their_own_due_times(tmp_path):
+    late = {"t": 1.96, "fault": {"joint": "FR_lower_joint", "mode": "locked"}}
+    on_time = {"t": 2.0, "terrain": {"friction": 0.3}}
+    write_trial_bag(tmp_path / "trial" / "bag", recover_at=2.8, events=[late, on_time])
+    text = regenerate_report(tmp_path / "trial").read_text()
+    assert "| 1 | 2.000 | 1.960 | `fault FR_lower_joint locked` |" in text, text
+    assert "| 2 | 2.000 | 2.000 | `terrain friction=0.3` |" in text, text
+    # and each phase between them names the event that started it
+    assert "| 1 | 2.000 | 2.000 | `fault FR_lower_joint locked` |" in text
+    assert "| 2 | 2.000 | 6.000 | `terrain friction=0.3` |" in text
 
 
 def test_compare_puts_adaptation_on_and_off_side_by_side(tmp_path):
