@@ -253,15 +253,16 @@ def fit_latent_prior(cfg: TrainConfig, actor_state: dict, difficulty: float, fol
     task_dim = sum(s for name, s in privileged_layout(n) if name != "base_lin_vel")
     encoder = LatentEncoder(task_dim, cfg.latent_dim, tuple(cfg.encoder_hidden))
     encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in actor_state.items() if k.startswith("encoder.")})
+    push = np.zeros(layout_slice("push_force_n", n).stop - layout_slice("push_force_n", n).start)  # no push
     rows, health = [], []
     for _ in range(cfg.prior_samples):
         task, _ = sampler.sample()
         vec = task_vector(task, robot.joint_names)
-        rows.append(np.concatenate([vec, np.zeros(3)]))
+        rows.append(np.concatenate([vec, push]))
         locked = vec[layout_slice("joint_locked", n)]
         strength = vec[layout_slice("joint_strength", n)] * task.dynamics.motor_strength
         health.append(np.concatenate([strength * (1 - locked), locked]))
-    nominal_vec = np.concatenate([task_vector(Task(), robot.joint_names), np.zeros(3)])
+    nominal_vec = np.concatenate([task_vector(Task(), robot.joint_names), push])
     with torch.no_grad():
         z = encoder(torch.as_tensor(np.array(rows), dtype=torch.float32)).numpy()
         z_nominal = encoder(torch.as_tensor(nominal_vec[None], dtype=torch.float32)).numpy()[0]
