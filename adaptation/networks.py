@@ -68,13 +68,20 @@ class RMAActor(MLPModel):
     """pi(normalise(obs), mu(privileged)): the phase-1 policy. Observation groups: `policy`, `privileged`."""
 
     def __init__(self, obs: TensorDict, obs_groups: dict[str, list[str]], obs_set: str, output_dim: int,
-                 latent_dim: int = 8, encoder_hidden: tuple[int, ...] = (64, 32), **kwargs):
+                 latent_dim: int = 8, encoder_hidden: tuple[int, ...] = (64, 32),
+                 task_decoder_hidden: tuple[int, ...] = (), **kwargs):
         self.latent_dim = latent_dim
         self.task_dim = encoder_input(obs["privileged"]).shape[-1]
         super().__init__(obs, {obs_set: ["policy"]}, obs_set, output_dim, **kwargs)
         self.encoder = LatentEncoder(self.task_dim, latent_dim, tuple(encoder_hidden))
-        self.task_decoder = nn.Linear(latent_dim, self.task_dim)
-        """Reads the (standardised) task back out of z: the auxiliary loss that keeps faults in z (train only)."""
+        layers, width = [], latent_dim
+        for hidden in task_decoder_hidden:
+            layers += [nn.Linear(width, hidden), nn.ELU()]
+            width = hidden
+        head = nn.Linear(width, self.task_dim)
+        self.task_decoder = nn.Sequential(*layers, head) if layers else head
+        """Reads the (standardised) task back out of z: the auxiliary loss that keeps faults in z (train only).
+        Linear by default; hidden layers let 8 dimensions carry more fault kinds than 8 directions."""
 
     def _get_latent_dim(self) -> int:
         return self.obs_dim + self.latent_dim

@@ -69,7 +69,8 @@ def _actor_cfg(cfg: TrainConfig, rma: bool) -> dict:
              "activation": "elu", "obs_normalization": True,
              "distribution_cfg": {"class_name": "GaussianDistribution", "init_std": cfg.ppo.init_std}}
     if rma:
-        actor.update(latent_dim=cfg.latent_dim, encoder_hidden=tuple(cfg.encoder_hidden))
+        actor.update(latent_dim=cfg.latent_dim, encoder_hidden=tuple(cfg.encoder_hidden),
+                     task_decoder_hidden=tuple(cfg.task_decoder_hidden))
     return actor
 
 

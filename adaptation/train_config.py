@@ -60,6 +60,8 @@ class TrainConfig:
     task_loss_weight: float = spec(0.0, range=(0.0, 100.0),
                                    doc="Phase 1: weight of the auxiliary loss that reads the task back out of z "
                                        "(0: z is shaped by PPO alone, as in RMA).")
+    task_decoder_hidden: list[int] = spec(default_factory=list,
+                                          doc="Hidden layers of the task decoder of that loss (empty: linear).")
     latent_loss_weight: float = spec(1.0, range=(0.0, 100.0), doc="Weight of ||z_hat - z||^2 in phase 2.")
     prior_samples: int = spec(4000, range=(10, 1000000), doc="Tasks drawn to fit the prior.")
     ppo: PPOConfig = field(default_factory=PPOConfig)
