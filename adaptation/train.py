@@ -115,7 +115,7 @@ def add_task_loss(alg, cfg: TrainConfig) -> None:
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
-                losses.append(float(loss))
+                losses.append(loss.item())
         alg.last_task_loss = float(np.mean(losses))
         return {**stats, "task": alg.last_task_loss}
 
