@@ -18,11 +18,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from metaloco.adaptation.evaluate import METHODS, evaluate, run_episode  # noqa: E402
+import numpy as np  # noqa: E402
+
+from metaloco.adaptation.evaluate import METHODS, MethodPolicy, evaluate, run_episode  # noqa: E402
 from metaloco.adaptation.metrics import summarize  # noqa: E402
 from metaloco.adaptation.export import load_run_config  # noqa: E402
 from metaloco.paths import config_dir  # noqa: E402
-from metaloco.sim.scenario import load_scenario  # noqa: E402
+from metaloco.sim.env import EnvConfig, LocomotionEnv  # noqa: E402
+from metaloco.sim.scenario import load_scenario, run_scenario  # noqa: E402
 
 
 def held_out_reason(path: Path, cfg) -> str | None:
@@ -85,6 +88,48 @@ def undamaged_return(path: Path, model_dir: Path, episodes: int) -> float | None
     return summarize(scenario.name, "nominal", series)["return_mean"]
 
 
+def latent_effect(path: Path, model_dir: Path) -> dict[str, float]:
+    """Does the policy act on z? One `oracle` episode; after the first event, at every step, how far the true
+    latent is from the nominal one and how much the policy's action changes between the two.
+
+    Returns:
+        {"latent_shift": mean |z_true - z_nominal|, "action_shift": mean over steps and outputs of
+        |pi(obs, z_true) - pi(obs, z_nominal)|, "action_spread": mean per-output std of the actions taken}.
+    """
+    scenario = load_scenario(path)
+    env = LocomotionEnv(EnvConfig(robot=scenario.robot.name, randomize_tasks=False), seed=scenario.seed,
+                        robot_cfg=scenario.robot)
+    shifts, actions, latents = [], [], []
+    try:
+        oracle = MethodPolicy("oracle", model_dir, scenario, env.dt)
+
+        def act(obs, info):
+            action = oracle(obs, info)
+            shifts.append(np.abs(action - oracle.policy(obs, oracle.prior.nominal)).mean())
+            latents.append(float(np.linalg.norm(oracle.latent - oracle.prior.nominal)))
+            actions.append(action)
+            return action
+
+        run_scenario(scenario, act, env=env)
+    finally:
+        env.close()
+    start = int(round(scenario.events[0].t / env.dt)) if scenario.events else 0
+    return {"latent_shift": float(np.mean(latents[start:])), "action_shift": float(np.mean(shifts[start:])),
+            "action_spread": float(np.std(np.array(actions), axis=0).mean())}
+
+
+def latent_effect_section(effects: dict[str, dict]) -> list[str]:
+    """A table of `latent_effect` per fault scenario."""
+    lines = ["## Does the policy act on the latent?", "",
+             "One `oracle` episode per fault scenario. After the event, at every step: the distance of the true",
+             "latent from the nominal one, and how much the action changes when the policy is given the nominal",
+             "latent instead (mean over outputs); for scale, the spread (std) of the actions over the episode.", "",
+             "| scenario | latent shift | action shift | action spread |", "|---|---|---|---|"]
+    for name, e in effects.items():
+        lines.append(f"| {name} | {e['latent_shift']:.2f} | {e['action_shift']:.3f} | {e['action_spread']:.3f} |")
+    return lines + [""]
+
+
 def targets_section(results: dict, rows: list, undamaged: dict | None = None) -> list[str]:
     """The issue's targets, each computed from the table above, met or not.
 
@@ -142,12 +187,14 @@ def write_model_card(run: str | Path, model_dir: str | Path, episodes: int = 2,
             progress(f"[card] {name:22s} {method:9s} return {_fmt(r['return_mean'])} falls {r['falls']} "
                      f"recovery {_fmt(r['recovery_time_s'])}")
         rows.append((name, held_out_reason(path, cfg)))
-    undamaged = {}
+    undamaged, effects = {}, {}
     for name in FAULT_SCENARIOS:
         path = config_dir() / "scenarios" / f"{name}.yaml"
         if path.is_file():
             undamaged[name] = undamaged_return(path, model_dir, episodes)
-            progress(f"[card] {name:22s} nominal without its events: return {_fmt(undamaged[name])}")
+            effects[name] = latent_effect(path, model_dir)
+            progress(f"[card] {name:22s} nominal without its events: return {_fmt(undamaged[name])}; "
+                     f"latent shift {effects[name]['latent_shift']:.2f}, action shift {effects[name]['action_shift']:.3f}")
     (model_dir / "eval.json").write_text(json.dumps([results[k] for k in results], indent=1))
     phases = manifest.get("phases", {})
     lines = [
@@ -205,6 +252,7 @@ def write_model_card(run: str | Path, model_dir: str | Path, episodes: int = 2,
                              f"{_fmt(r['tracking_error_mps'])} | {r['falls']} | {_fmt(r['recovery_time_s'])} |")
         lines.append("")
     lines += targets_section(results, rows, undamaged)
+    lines += latent_effect_section(effects)
     card = model_dir / "MODEL_CARD.md"
     card.write_text("\n".join(lines) + "\n")
     return card

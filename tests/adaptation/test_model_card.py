@@ -28,3 +28,16 @@ def test_the_verdict_says_how_much_the_fault_cost_nominal_and_how_much_adaptatio
     assert "wins back 67% of that loss" in line
     line = targets_section(_results(12.0, 10.0, 6.0, 12.5), rows, {"fr_knee_locked": 15.0})[2]
     assert "costs nominal 33% of its return;" in line and "wins back 40%" in line
+
+
+def test_the_latent_effect_probe_is_zero_without_a_fault_and_not_with_one():
+    from pathlib import Path
+
+    from metaloco.adaptation.model_card import latent_effect
+    from metaloco.paths import config_dir
+
+    models = Path(__file__).parents[2] / "models" / "a1"
+    calm = latent_effect(config_dir() / "scenarios" / "nominal_flat.yaml", models)
+    assert calm["latent_shift"] < 1e-5 and calm["action_shift"] < 1e-5 and calm["action_spread"] > 0.05
+    locked = latent_effect(config_dir() / "scenarios" / "fr_knee_locked.yaml", models)
+    assert locked["latent_shift"] > 0.1 and locked["action_shift"] > 1e-3
