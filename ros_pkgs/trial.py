@@ -140,7 +140,8 @@ def plan_trial(scenario: str | Path, out: str | Path, *, adaptation: bool = True
     if not adaptation:
         overrides["policy_node"] = {"initial_latent": "nominal"}
     if args.get("lockstep") == "true":
-        overrides["robot_bridge"] = {"lockstep_timeout_s": TRIAL_LOCKSTEP_TIMEOUT_S}
+        # the sim bridge draws its terrain noise from the scenario's seed, as `metaloco eval` does
+        overrides["robot_bridge"] = {"lockstep_timeout_s": TRIAL_LOCKSTEP_TIMEOUT_S, "sim_seed": loaded.seed}
     tmp: list[Any] = []
     if overrides:
         param_files = {v for n in nodes for k, v in n.params if k == "from"}

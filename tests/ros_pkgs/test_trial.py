@@ -51,6 +51,7 @@ def trial(model_dir, tmp_path_factory) -> tuple[Path, dict]:
     folder = tmp_path_factory.mktemp("trial")
     plan = plan_trial(write_scenario(folder), folder / "out", model_dir=model_dir)
     assert plan.sim and plan.lockstep and plan.method == "adaptive"
+    assert plan.overrides["robot_bridge"]["sim_seed"] == plan.scenario.seed  # terrain noise as in `metaloco eval`
     return folder / "out", run_trial(plan, ready_timeout_s=90.0)
 
 
