@@ -43,6 +43,7 @@ EXECUTABLES = {
     "adaptation_node": "metaloco.ros_pkgs.adaptation_node:AdaptationNode",
     "robot_bridge": "metaloco.ros_pkgs.robot_bridge:RobotBridge",
     "recorder": "metaloco.ros_pkgs.recorder:Recorder",
+    "trial_runner": "metaloco.ros_pkgs.trial_runner:TrialRunner",
 }
 
 #: Allowed attributes (required ones first) and children of each tag.

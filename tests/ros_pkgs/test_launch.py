@@ -122,3 +122,17 @@ def test_nodes_yaml_sets_only_declared_parameters_with_valid_values():
         values = data[node]["ros__parameters"]
         assert set(values) <= set(config_fields(cls)), f"{node}: undeclared {set(values) - set(config_fields(cls))}"
         from_dict(cls, values, f"config/nodes.yaml {node}")
+
+
+def test_every_node_executable_of_the_package_can_be_launched_in_process():
+    import importlib
+    import re
+
+    from metaloco.ros_pkgs.launch_xml import EXECUTABLES
+
+    scripts = dict(re.findall(r'"(\w+) = (metaloco\.[\w.]+):main"', (ROOT / "setup.py").read_text()))
+    nodes = {name for name in scripts if name != "metaloco"}
+    assert nodes == set(EXECUTABLES), (nodes, set(EXECUTABLES))
+    for name, target in EXECUTABLES.items():
+        module, _, cls = target.partition(":")
+        assert module == scripts[name] and isinstance(getattr(importlib.import_module(module), cls), type), name
