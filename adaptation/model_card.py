@@ -165,7 +165,9 @@ def targets_section(results: dict, rows: list, undamaged: dict | None = None) ->
                          f"of its return{', less than the margin' if cost < CLEARLY_ABOVE - 1 else ''}")
                 lost = ceiling - n["return_mean"]
                 if lost > 0:
-                    line += f"; adaptive wins back {(a['return_mean'] - n['return_mean']) / lost:.0%} of that loss"
+                    won = (a["return_mean"] - n["return_mean"]) / lost
+                    line += (f"; adaptive wins back {won:.0%} of that loss" if won >= 0 else
+                             f"; adaptive does worse than nominal, by {-won:.0%} of that loss")
                 line += ")"
         lines.append(line + ".")
     return lines + [""]

@@ -28,6 +28,8 @@ def test_the_verdict_says_how_much_the_fault_cost_nominal_and_how_much_adaptatio
     assert "wins back 67% of that loss" in line
     line = targets_section(_results(12.0, 10.0, 6.0, 12.5), rows, {"fr_knee_locked": 15.0})[2]
     assert "costs nominal 33% of its return;" in line and "wins back 40%" in line
+    line = targets_section(_results(9.0, 10.0, 6.0, 12.5), rows, {"fr_knee_locked": 15.0})[2]
+    assert "does worse than nominal, by 20% of that loss" in line
 
 
 def test_the_latent_effect_probe_is_zero_without_a_fault_and_not_with_one():
