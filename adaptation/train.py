@@ -50,7 +50,7 @@ class PhaseResult:
 
 def _ppo_train_cfg(cfg: TrainConfig, actor: dict, critic_groups: list[str], actor_groups: list[str]) -> dict:
     p = cfg.ppo
-    return {
+    train = {
         "num_steps_per_env": cfg.steps_per_env, "save_interval": 10**9,
         "obs_groups": {"actor": actor_groups, "critic": critic_groups},
         "algorithm": {"class_name": "PPO", "num_learning_epochs": p.num_learning_epochs,
@@ -62,6 +62,15 @@ def _ppo_train_cfg(cfg: TrainConfig, actor: dict, critic_groups: list[str], acto
         "critic": {"class_name": "MLPModel", "hidden_dims": list(cfg.critic_hidden), "activation": "elu",
                    "obs_normalization": True},
     }
+    if cfg.symmetry:
+        from metaloco.hardware.robot_config import load_robot
+        from metaloco.sim.gait import GAIT_OUTPUTS
+        from metaloco.sim.mirror import rsl_rl_augmentation
+
+        n = load_robot(cfg.env.robot).n_joints
+        train["algorithm"]["symmetry_cfg"] = {"use_data_augmentation": True, "use_mirror_loss": False,
+                                              "data_augmentation_func": rsl_rl_augmentation(n, n + GAIT_OUTPUTS)}
+    return train
 
 
 def _actor_cfg(cfg: TrainConfig, rma: bool) -> dict:

@@ -62,6 +62,8 @@ class TrainConfig:
                                        "(0: z is shaped by PPO alone, as in RMA).")
     task_decoder_hidden: list[int] = spec(default_factory=list,
                                           doc="Hidden layers of the task decoder of that loss (empty: linear).")
+    symmetry: bool = spec(False, doc="PPO (phase 1 and robust) also learns from every sample mirrored left-right "
+                                     "(sim/mirror.py): twice the experience per fault kind.")
     latent_loss_weight: float = spec(1.0, range=(0.0, 100.0), doc="Weight of ||z_hat - z||^2 in phase 2.")
     prior_samples: int = spec(4000, range=(10, 1000000), doc="Tasks drawn to fit the prior.")
     ppo: PPOConfig = field(default_factory=PPOConfig)
