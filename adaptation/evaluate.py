@@ -72,13 +72,23 @@ class MethodPolicy:
         return self.policy(obs, self.latent)
 
 
-def run_episode(scenario: Scenario, method: str, model_dir: Path, episode: int = 0):
-    """One episode of a method on a scenario. Returns (EpisodeSeries, trace, MethodPolicy)."""
+def run_episode(scenario: Scenario, method: str, model_dir: Path, episode: int = 0,
+                observe: Callable[[np.ndarray, np.ndarray, MethodPolicy], None] | None = None):
+    """One episode of a method on a scenario. Returns (EpisodeSeries, trace, MethodPolicy).
+
+    `observe(obs, action, policy)`, if given, sees every step's observation and the action taken.
+    """
     env = LocomotionEnv(EnvConfig(robot=scenario.robot.name, randomize_tasks=False), seed=scenario.seed + episode,
                         robot_cfg=scenario.robot)
     try:
         policy = MethodPolicy(method, Path(model_dir), scenario, env.dt)
-        trace = run_scenario(scenario, policy, env=env, episode=episode)
+
+        def act(obs: np.ndarray, info: dict) -> np.ndarray:
+            action = policy(obs, info)
+            observe(obs, action, policy)
+            return action
+
+        trace = run_scenario(scenario, act if observe else policy, env=env, episode=episode)
     finally:
         env.close()
     fallen = np.zeros(len(trace.t), bool)

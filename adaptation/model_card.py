@@ -20,12 +20,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from metaloco.adaptation.evaluate import METHODS, MethodPolicy, evaluate, run_episode  # noqa: E402
+from metaloco.adaptation.evaluate import METHODS, evaluate, run_episode  # noqa: E402
 from metaloco.adaptation.metrics import summarize  # noqa: E402
 from metaloco.adaptation.export import load_run_config  # noqa: E402
 from metaloco.paths import config_dir  # noqa: E402
-from metaloco.sim.env import EnvConfig, LocomotionEnv  # noqa: E402
-from metaloco.sim.scenario import load_scenario, run_scenario  # noqa: E402
+from metaloco.sim.scenario import load_scenario  # noqa: E402
 
 
 def held_out_reason(path: Path, cfg) -> str | None:
@@ -97,23 +96,15 @@ def latent_effect(path: Path, model_dir: Path) -> dict[str, float]:
         |pi(obs, z_true) - pi(obs, z_nominal)|, "action_spread": mean per-output std of the actions taken}.
     """
     scenario = load_scenario(path)
-    env = LocomotionEnv(EnvConfig(robot=scenario.robot.name, randomize_tasks=False), seed=scenario.seed,
-                        robot_cfg=scenario.robot)
-    shifts, actions, latents = [], [], []
-    try:
-        oracle = MethodPolicy("oracle", model_dir, scenario, env.dt)
+    shifts, actions = [], []
 
-        def act(obs, info):
-            action = oracle(obs, info)
-            shifts.append(np.abs(action - oracle.policy(obs, oracle.prior.nominal)).mean())
-            latents.append(float(np.linalg.norm(oracle.latent - oracle.prior.nominal)))
-            actions.append(action)
-            return action
+    def observe(obs, action, oracle):
+        shifts.append(np.abs(action - oracle.policy(obs, oracle.prior.nominal)).mean())
+        actions.append(action)
 
-        run_scenario(scenario, act, env=env)
-    finally:
-        env.close()
-    start = int(round(scenario.events[0].t / env.dt)) if scenario.events else 0
+    _, _, oracle = run_episode(scenario, "oracle", model_dir, 0, observe=observe)
+    latents = np.linalg.norm(np.array(oracle.latents) - oracle.prior.nominal, axis=1)  # one per step
+    start = int(round(scenario.events[0].t / oracle.dt)) if scenario.events else 0
     return {"latent_shift": float(np.mean(latents[start:])), "action_shift": float(np.mean(shifts[start:])),
             "action_spread": float(np.std(np.array(actions), axis=0).mean())}
 

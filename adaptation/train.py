@@ -263,7 +263,8 @@ def fit_latent_prior(cfg: TrainConfig, actor_state: dict, difficulty: float, fol
     task_dim = sum(s for name, s in privileged_layout(n) if name != "base_lin_vel")
     encoder = LatentEncoder(task_dim, cfg.latent_dim, tuple(cfg.encoder_hidden))
     encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in actor_state.items() if k.startswith("encoder.")})
-    push = np.zeros(layout_slice("push_force_n", n).stop - layout_slice("push_force_n", n).start)  # no push
+    push_part = layout_slice("push_force_n", n)
+    push = np.zeros(push_part.stop - push_part.start)  # no push
     rows, health = [], []
     for _ in range(cfg.prior_samples):
         task, _ = sampler.sample()

@@ -109,13 +109,12 @@ def rsl_rl_augmentation(n_joints: int, n_actions: int):
     def augment(env=None, obs=None, actions=None):
         out_obs = out_actions = None
         if obs is not None:
-            out_obs = obs.clone()
             mirrored = obs.clone()
             for key in list(obs.keys()):
                 if key not in by_group:
                     raise ValueError(f"no reflection for observation group '{key}'")
                 mirrored[key] = Mirror.apply(obs[key], by_group[key])
-            out_obs = torch.cat([out_obs, mirrored], dim=0)
+            out_obs = torch.cat([obs, mirrored], dim=0)
         if actions is not None:
             out_actions = torch.cat([actions, Mirror.apply(actions, m.action)], dim=0)
         return out_obs, out_actions
