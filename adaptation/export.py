@@ -25,7 +25,7 @@ import yaml
 
 import metaloco
 from metaloco.adaptation.networks import AdapterGraph, EncoderGraph, PolicyGraph, RobustGraph
-from metaloco.adaptation.train import make_distillation_runner, make_ppo_runner
+from metaloco.adaptation.train import make_distillation_runner, make_finetune_runner, make_ppo_runner
 from metaloco.adaptation.train_config import TrainConfig
 from metaloco.hardware.robot_config import load_robot
 from metaloco.schema import ConfigError, from_dict
@@ -91,7 +91,8 @@ def export_run(run: str | Path, out: str | Path) -> Path:
     """
     run, out = Path(run), Path(out)
     cfg = load_run_config(run)
-    for phase in ("phase1", "phase2", "robust"):
+    phases = ("phase1", "phase2", "phase3", "robust") if cfg.finetune_iterations > 0 else ("phase1", "phase2", "robust")
+    for phase in phases:
         if not (run / phase / "checkpoint.pt").is_file():
             raise ConfigError(str(run / phase), "checkpoint.pt", "missing: that training phase has not run")
     out.mkdir(parents=True, exist_ok=True)
@@ -105,6 +106,11 @@ def export_run(run: str | Path, out: str | Path) -> Path:
     distill = make_distillation_runner(cfg, probe, phase1["alg"]["actor_state_dict"])
     distill.alg.load(torch.load(run / "phase2" / "checkpoint.pt", weights_only=True)["alg"], None, strict=True)
     student = distill.alg.student
+    policy = actor
+    if cfg.finetune_iterations > 0:  # phase 3 fine-tuned pi on phi's estimate: that pi is the one shipped
+        finetune = make_finetune_runner(cfg, probe, phase1["alg"], distill.alg.save())
+        finetune.alg.load(torch.load(run / "phase3" / "checkpoint.pt", weights_only=True)["alg"], None, strict=True)
+        policy = finetune.alg.get_policy()
     robust = make_ppo_runner(cfg, probe, rma=False)
     robust.alg.load(torch.load(run / "robust" / "checkpoint.pt", weights_only=True)["alg"], None, strict=True)
 
@@ -119,7 +125,7 @@ def export_run(run: str | Path, out: str | Path) -> Path:
     }
     obs = torch.zeros(1, obs_dim)
     latent = torch.zeros(1, cfg.latent_dim)
-    _export(PolicyGraph(actor), (obs, latent), ["obs", "latent"], "actions", out / "policy.onnx",
+    _export(PolicyGraph(policy), (obs, latent), ["obs", "latent"], "actions", out / "policy.onnx",
             {**meta, "method": "adaptive/nominal/oracle: pi(obs, latent)"})
     _export(AdapterGraph(student), (torch.zeros(1, cfg.history_length, obs_dim),), ["history"], "latent",
             out / "adapter.onnx", {**meta, "method": "phi(history) -> latent (oldest first, zeros before start)"})

@@ -44,14 +44,19 @@ def held_out_reason(path: Path, cfg) -> str | None:
 
 def plot_curves(run: Path, out: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for phase in ("phase1", "robust"):
+    offset = 0.0  # phases 2 and 3 continue phase 1's curve; robust starts at zero
+    for phase, label in (("phase1", "phase1"), ("phase2", "phase2 (adapter)"), ("phase3", "phase3 (pi on z_hat)"),
+                         ("robust", "robust")):
         path = run / phase / "progress.csv"
         if not path.is_file():
             continue
         rows = list(csv.DictReader(path.open()))
-        steps = [int(r["env_steps"]) / 1e6 for r in rows]
-        axes[0].plot(steps, [float(r["mean_return"]) for r in rows], label=phase)
-        axes[1].plot(steps, [float(r["fall_rate"]) for r in rows], label=phase)
+        if phase == "robust":
+            offset = 0.0
+        steps = [offset + int(r["env_steps"]) / 1e6 for r in rows]
+        offset = steps[-1] if steps else offset
+        axes[0].plot(steps, [float(r["mean_return"]) for r in rows], label=label)
+        axes[1].plot(steps, [float(r["fall_rate"]) for r in rows], label=label)
     axes[0].set(xlabel="env steps (M)", ylabel="mean episode return", title="return")
     axes[1].set(xlabel="env steps (M)", ylabel="fraction of episodes ending in a fall", title="falls")
     for ax in axes:

@@ -7,6 +7,8 @@
 - `RMAStudent`: pi(obs, phi(history)) with pi and mu frozen, trained by rsl_rl's Distillation
   on its own rollouts (DAgger); its loss adds ||z_hat - z||^2 to the action loss, so that
   z_hat is the latent (the prior and the online estimator work in latent space).
+- The same model with phi frozen and pi learning is phase 3 (A-RMA, Kumar et al. 2022): PPO of
+  pi on the adapter's estimate, so that pi copes with the adapter's errors.
 """
 
 from __future__ import annotations
@@ -136,8 +138,15 @@ class RMAStudent(MLPModel):
             self.latent_loss = nn.functional.mse_loss(z_hat, target.detach())
         return torch.cat([self.obs_normalizer(obs["policy"]), z_hat], dim=-1)
 
+    def freeze_adapter(self) -> None:
+        """Phase 3: phi (and the normaliser) stay as phase 2 left them; pi and the action noise learn."""
+        for p in self.adapter.parameters():
+            p.requires_grad_(False)
+        for p in self.mlp.parameters():
+            p.requires_grad_(True)
+
     def update_normalization(self, obs: TensorDict) -> None:
-        """The normaliser is the teacher's and stays frozen."""
+        """The normaliser is the teacher's and stays frozen (phi was trained on its units)."""
 
 
 class PolicyGraph(nn.Module):

@@ -5,10 +5,13 @@ Phases, each checkpointed every `checkpoint_every` iterations into `OUT/<phase>/
    curriculum that widens the family while the policy keeps its feet.
 2. `phase2`: rsl_rl Distillation of the adapter phi(history) on the student's own
    rollouts (DAgger), pi and mu frozen, loss = action MSE + ||z_hat - z||^2.
-3. `robust`: PPO of an obs-only policy on the same family and curriculum, with the same
-   environment-step budget as phases 1 and 2 together (the domain-randomisation baseline).
-4. the prior: z over tasks drawn from the final training distribution (`prior.json`).
-5. export to ONNX (`OUT/export/`), see `export.py`.
+3. `phase3` (when `finetune_iterations` > 0): PPO of pi on z_hat = phi(history), phi frozen
+   (A-RMA, Kumar et al. 2022). Phase 1 trains pi on the true z; phase 2 leaves phi with an error
+   that pi never saw. Here pi learns to act well on the estimate it will get on the robot.
+4. `robust`: PPO of an obs-only policy on the same family and curriculum, with the same
+   environment-step budget as phases 1 to 3 together (the domain-randomisation baseline).
+5. the prior: z over tasks drawn from the final training distribution (`prior.json`).
+6. export to ONNX (`OUT/export/`), see `export.py`.
 
 Logs: `OUT/<phase>/progress.csv` (one row per checkpoint), and a progress line on stderr.
 Checkpoints hold only tensors and numbers and load with `weights_only=True`.
@@ -37,7 +40,7 @@ from metaloco.adaptation.train_config import TrainConfig, load_train_config
 from metaloco.schema import to_dict
 from metaloco.sim.vec_env import SubprocVecEnv
 
-PHASES = ("phase1", "phase2", "robust")
+PHASES = ("phase1", "phase2", "phase3", "robust")
 
 
 @dataclass
@@ -174,6 +177,28 @@ def make_distillation_runner(cfg: TrainConfig, venv: SubprocVecEnv, teacher_stat
     return runner
 
 
+def make_finetune_runner(cfg: TrainConfig, venv: SubprocVecEnv, phase1: dict, phase2: dict):
+    """An rsl_rl OnPolicyRunner for phase 3: pi (from phase 1) on phi's estimate (from phase 2, frozen).
+
+    The critic starts from phase 1's and still sees the privileged vector; the optimiser starts afresh.
+    """
+    from rsl_rl.runners import OnPolicyRunner
+
+    actor = _actor_cfg(cfg, rma=False)
+    actor.update(class_name=RMAStudent, latent_dim=cfg.latent_dim, history_length=cfg.history_length,
+                 channels=cfg.adapter_channels)
+    train_cfg = _ppo_train_cfg(cfg, actor, ["policy", "privileged"], ["policy", "history"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        runner = OnPolicyRunner(venv, train_cfg, log_dir=None)
+    teacher = phase1["actor_state_dict"]
+    state = {k: v for k, v in teacher.items() if not k.startswith(("encoder.", "task_decoder."))}
+    state.update({k: v for k, v in phase2["student_state_dict"].items() if k.startswith("adapter.")})
+    runner.alg.actor.load_state_dict(state, strict=True)
+    runner.alg.critic.load_state_dict(phase1["critic_state_dict"], strict=True)
+    runner.alg.actor.freeze_adapter()
+    return runner
+
+
 def _episode_stats(venv: SubprocVecEnv, mark: int) -> tuple[float, float, float, float, int]:
     returns = venv.completed_returns[mark:]
     if not returns:
@@ -192,7 +217,7 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
     folder.mkdir(parents=True, exist_ok=True)
     ckpt_path = folder / "checkpoint.pt"
     csv_path = folder / "progress.csv"
-    seed_offset = {"phase1": 0, "phase2": 1000, "robust": 2000}[name]
+    seed_offset = {"phase1": 0, "phase2": 1000, "phase3": 3000, "robust": 2000}[name]
     venv = SubprocVecEnv(cfg.env, cfg.num_envs, cfg.workers, seed=cfg.seed + seed_offset,
                          history_length=history_length)
     try:
@@ -314,6 +339,13 @@ def train(preset: str | TrainConfig, out_dir: str | Path, log: Callable[[str], N
                    lambda v: make_distillation_runner(cfg, v, teacher), history_length=cfg.history_length,
                    fixed_difficulty=r1.difficulty, log=log)
     done("phase2", r2)
+    if cfg.finetune_iterations > 0:
+        student = torch.load(out / "phase2" / "checkpoint.pt", weights_only=True)["alg"]
+        phase1 = torch.load(out / "phase1" / "checkpoint.pt", weights_only=True)["alg"]
+        r3 = run_phase("phase3", cfg, out, cfg.finetune_iterations,
+                       lambda v: make_finetune_runner(cfg, v, phase1, student), history_length=cfg.history_length,
+                       fixed_difficulty=r1.difficulty, log=log)
+        done("phase3", r3)
     if cfg.robust_iterations > 0:
         r3 = run_phase("robust", cfg, out, cfg.robust_iterations, lambda v: make_ppo_runner(cfg, v, rma=False), log=log)
         done("robust", r3)

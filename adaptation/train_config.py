@@ -48,8 +48,11 @@ class TrainConfig:
     steps_per_env: int = spec(48, range=(1, 1000), doc="Rollout length per iteration.")
     phase1_iterations: int = spec(600, range=(1, 100000), doc="PPO iterations of the base policy.")
     phase2_iterations: int = spec(100, range=(1, 100000), doc="Distillation iterations of the adapter.")
+    finetune_iterations: int = spec(0, range=(0, 100000),
+                                    doc="Phase 3 (A-RMA, Kumar et al. 2022): PPO of pi on z_hat from the frozen adapter, "
+                                        "so that the policy works with the adapter's errors (0: no phase 3).")
     robust_iterations: int = spec(700, range=(0, 100000),
-                                  doc="PPO iterations of the robust baseline (phase 1 + 2: the same budget).")
+                                  doc="PPO iterations of the robust baseline (phases 1 + 2 + 3: the same budget).")
     checkpoint_every: int = spec(10, range=(1, 10000), doc="Iterations between checkpoints and log rows.")
     latent_dim: int = spec(8, range=(1, 64), doc="Size of z.")
     history_length: int = spec(50, range=(10, 500), doc="Steps of history the adapter reads.")

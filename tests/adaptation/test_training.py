@@ -10,7 +10,7 @@ import torch
 from metaloco.adaptation.export import ARTIFACTS, _ProbeEnv, load_run_config
 from metaloco.adaptation.networks import AdapterGraph, EncoderGraph, PolicyGraph, RobustGraph
 from metaloco.adaptation.runtime import POLICY_KEYS, load_policy
-from metaloco.adaptation.train import make_distillation_runner, make_ppo_runner
+from metaloco.adaptation.train import make_distillation_runner, make_finetune_runner, make_ppo_runner
 from metaloco.hardware.robot_config import load_robot
 
 
@@ -23,14 +23,14 @@ def test_smoke_run_writes_every_artifact(smoke_run):
 
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((export / name).read_bytes()).hexdigest() == digest
-    assert manifest["env_steps"] == 3 * 2 * 4 * 8  # three phases x 2 iterations x 4 envs x 8 steps
-    for phase in ("phase1", "phase2", "robust"):
+    assert manifest["env_steps"] == 4 * 2 * 4 * 8  # four phases x 2 iterations x 4 envs x 8 steps
+    for phase in ("phase1", "phase2", "phase3", "robust"):
         rows = (smoke_run / phase / "progress.csv").read_text().splitlines()
         assert rows[0].startswith("iteration,env_steps") and len(rows) == 3
 
 
 def test_checkpoints_load_with_weights_only(smoke_run):
-    for phase in ("phase1", "phase2", "robust"):
+    for phase in ("phase1", "phase2", "phase3", "robust"):
         saved = torch.load(smoke_run / phase / "checkpoint.pt", weights_only=True)
         assert saved["iteration"] == 2
 
@@ -45,16 +45,28 @@ def _torch_models(run):
     distill.alg.load(torch.load(run / "phase2" / "checkpoint.pt", weights_only=True)["alg"], None, strict=True)
     robust = make_ppo_runner(cfg, probe, rma=False)
     robust.alg.load(torch.load(run / "robust" / "checkpoint.pt", weights_only=True)["alg"], None, strict=True)
-    return cfg, ppo.alg.get_policy(), distill.alg.student, robust.alg.get_policy()
+    finetune = make_finetune_runner(cfg, probe, phase1["alg"], distill.alg.save())
+    finetune.alg.load(torch.load(run / "phase3" / "checkpoint.pt", weights_only=True)["alg"], None, strict=True)
+    return cfg, ppo.alg.get_policy(), distill.alg.student, robust.alg.get_policy(), finetune.alg.get_policy()
+
+
+def test_phase3_tunes_pi_on_the_adapter_and_leaves_phi_alone(smoke_run):
+    _, actor, student, _, tuned = _torch_models(smoke_run)
+    for name, p in tuned.adapter.state_dict().items():
+        assert torch.equal(p, student.adapter.state_dict()[name]), name
+    for name, p in tuned.obs_normalizer.state_dict().items():
+        assert torch.equal(p, student.obs_normalizer.state_dict()[name]), name
+    moved = max((p - actor.mlp.state_dict()[name]).abs().max().item() for name, p in tuned.mlp.state_dict().items())
+    assert moved > 1e-4  # two PPO updates moved pi
 
 
 def test_onnxruntime_matches_torch_on_random_inputs(smoke_run):
-    cfg, actor, student, robust = _torch_models(smoke_run)
+    cfg, actor, student, robust, tuned = _torch_models(smoke_run)
     export = smoke_run / "export"
     rng = np.random.default_rng(0)
     obs_dim = 50
     cases = {
-        "policy.onnx": (PolicyGraph(actor), {"obs": (1, obs_dim), "latent": (1, cfg.latent_dim)}),
+        "policy.onnx": (PolicyGraph(tuned), {"obs": (1, obs_dim), "latent": (1, cfg.latent_dim)}),
         "adapter.onnx": (AdapterGraph(student), {"history": (1, cfg.history_length, obs_dim)}),
         "encoder.onnx": (EncoderGraph(actor), {"privileged": (1, 52)}),
         "robust.onnx": (RobustGraph(robust), {"obs": (1, obs_dim)}),
