@@ -113,7 +113,10 @@ def rsl_rl_augmentation(n_joints: int, n_actions: int):
             for key in list(obs.keys()):
                 if key not in by_group:
                     raise ValueError(f"no reflection for observation group '{key}'")
-                mirrored[key] = Mirror.apply(obs[key], by_group[key])
+                x = obs[key]
+                if key == "history":  # (batch, H * obs_dim), oldest frame first: reflect each frame
+                    x = x.view(*x.shape[:-1], -1, len(m.obs[0]))
+                mirrored[key] = Mirror.apply(x, by_group[key]).reshape(obs[key].shape)
             out_obs = torch.cat([obs, mirrored], dim=0)
         if actions is not None:
             out_actions = torch.cat([actions, Mirror.apply(actions, m.action)], dim=0)

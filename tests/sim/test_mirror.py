@@ -79,6 +79,17 @@ def test_the_rsl_rl_augmentation_appends_the_mirrored_batch():
     torch.testing.assert_close(aug_actions[3:], Mirror.apply(actions, M.action))
 
 
+def test_the_augmentation_reflects_a_flat_history_frame_by_frame():
+    """Phase 3's actor reads `history` as (batch, H * obs_dim): each of the H frames is an observation."""
+    augment = rsl_rl_augmentation(12, 15)
+    frames = torch.randn(3, 4, 50)
+    obs = TensorDict({"policy": frames[:, -1], "history": frames.flatten(1)}, batch_size=[3])
+    aug_obs, _ = augment(obs=obs)
+    assert aug_obs["history"].shape == (6, 200)
+    torch.testing.assert_close(aug_obs["history"][3:].view(3, 4, 50), Mirror.apply(frames, M.obs))
+    torch.testing.assert_close(aug_obs["history"][3:].view(3, 4, 50)[:, -1], aug_obs["policy"][3:])
+
+
 def test_a_part_without_a_known_reflection_is_refused():
     with pytest.raises(ValueError, match="'foot_contacts'"):
         mirror_map([("command", 3), ("foot_contacts", 4)], 12)
