@@ -34,6 +34,10 @@ from metaloco.sim.observation import obs_layout
 from metaloco.sim.tasks import privileged_layout
 
 ARTIFACTS = ("policy.onnx", "adapter.onnx", "encoder.onnx", "robust.onnx", "prior.json")
+BEFORE_PHASE3 = "before_phase3"
+"""With phase 3, a sub-folder with the same artifacts but phase 1's pi: the policy `nominal` and `oracle` are
+defined for (pi fine-tuned on z_hat no longer reads a fixed or true latent as a task); `metaloco eval --model-dir`
+runs it like any model folder."""
 
 
 def _export(module: torch.nn.Module, inputs: tuple, names: list[str], output: str, path: Path, meta: dict) -> None:
@@ -134,6 +138,13 @@ def export_run(run: str | Path, out: str | Path) -> Path:
     _export(RobustGraph(robust.alg.get_policy()), (obs,), ["obs"], "actions", out / "robust.onnx",
             {**meta, "latent_dim": 0, "method": "robust: pi(obs), domain randomisation only"})
     shutil.copy(run / "prior.json", out / "prior.json")
+    if policy is not actor:
+        before = out / BEFORE_PHASE3
+        before.mkdir(exist_ok=True)
+        _export(PolicyGraph(actor), (obs, latent), ["obs", "latent"], "actions", before / "policy.onnx",
+                {**meta, "method": "phase-1 pi(obs, latent), before phase 3"})
+        for name in ARTIFACTS[1:]:
+            shutil.copy(out / name, before / name)
     write_manifest(run, out, command=f"metaloco export {run} --out {out}")
     return out
 
@@ -152,7 +163,8 @@ def write_manifest(run: Path, out: Path, command: str) -> dict:
         commit = "unknown"
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     manifest = {
-        "files": {name: sha256(out / name) for name in ARTIFACTS if (out / name).is_file()},
+        "files": {name: sha256(out / name) for name in ARTIFACTS + (f"{BEFORE_PHASE3}/policy.onnx",)
+                  if (out / name).is_file()},
         "command": command,
         "preset": cfg.get("name"),
         "commit": commit,
@@ -174,6 +186,10 @@ def ship(run: str | Path, dest: str | Path, command: str) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for name in ARTIFACTS:
         shutil.copy(src / name, dest / name)
+    if (src / BEFORE_PHASE3).is_dir():
+        shutil.copytree(src / BEFORE_PHASE3, dest / BEFORE_PHASE3, dirs_exist_ok=True)
+    else:
+        shutil.rmtree(dest / BEFORE_PHASE3, ignore_errors=True)
     write_manifest(run, dest, command=command)
     from metaloco.adaptation.model_card import write_model_card
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from metaloco.adaptation.evaluate import METHODS, evaluate, run_episode  # noqa: E402
 from metaloco.adaptation.metrics import summarize  # noqa: E402
-from metaloco.adaptation.export import load_run_config  # noqa: E402
+from metaloco.adaptation.export import BEFORE_PHASE3, load_run_config  # noqa: E402
 from metaloco.paths import config_dir  # noqa: E402
 from metaloco.sim.scenario import load_scenario  # noqa: E402
 
@@ -126,13 +129,15 @@ def latent_effect_section(effects: dict[str, dict]) -> list[str]:
     return lines + [""]
 
 
-def targets_section(results: dict, rows: list, undamaged: dict | None = None) -> list[str]:
+def targets_section(results: dict, rows: list, undamaged: dict | None = None, before: dict | None = None) -> list[str]:
     """The issue's targets, each computed from the table above, met or not.
 
     `undamaged` maps a fault scenario to `undamaged_return`; where given, each "clearly above" verdict says
     how much of the return the fault took from `nominal`, i.e. how much room adaptation had.
+    `before` (models with phase 3) holds the phase-1 policy's results, keyed like `results`: each verdict then
+    also says how adaptive compares with that policy's `oracle` and `nominal`, the bounds RMA defines them as.
     """
-    undamaged = undamaged or {}
+    undamaged, before = undamaged or {}, before or {}
     lines = ["## Targets (computed from the table above)", ""]
     nominal = results.get(("nominal_flat", "adaptive"))
     if nominal:
@@ -155,6 +160,7 @@ def targets_section(results: dict, rows: list, undamaged: dict | None = None) ->
             line += (f"; clearly above (by {CLEARLY_ABOVE - 1:.0%}) nominal ({_fmt(n['return_mean'])}) and robust "
                      f"({_fmt(r['return_mean'])}): **{'yes' if above else 'NO'}**")
             ceiling = undamaged.get(name)
+            n = before.get((name, "nominal"), n)  # with phase 3 the ceiling is phase 1's pi's: compare like with like
             if ceiling:
                 cost = 1.0 - n["return_mean"] / ceiling
                 line += (f" (without the fault nominal scores {_fmt(ceiling)}: the fault costs nominal {cost:.0%} "
@@ -165,35 +171,73 @@ def targets_section(results: dict, rows: list, undamaged: dict | None = None) ->
                     line += (f"; adaptive wins back {won:.0%} of that loss" if won >= 0 else
                              f"; adaptive does worse than nominal, by {-won:.0%} of that loss")
                 line += ")"
+        if (name, "oracle") in before:
+            o1, n1 = before[(name, "oracle")], before[(name, "nominal")]
+            ratio1 = a["return_mean"] / o1["return_mean"] if o1["return_mean"] else float("nan")
+            line += (f". Against phase 1's pi: {ratio1:.0%} of its oracle ({_fmt(o1['return_mean'])}: "
+                     f"**{'met' if ratio1 >= 0.9 else 'NOT met'}**)")
+            if name in FAULT_SCENARIOS:
+                best = max(n1["return_mean"], results[(name, "robust")]["return_mean"])
+                above = a["return_mean"] >= CLEARLY_ABOVE * best if best > 0 else a["return_mean"] > best
+                line += f"; clearly above its nominal ({_fmt(n1['return_mean'])}) and robust: **{'yes' if above else 'NO'}**"
         lines.append(line + ".")
     return lines + [""]
 
 
+def _job(kind: str, path: Path, method: str, model_dir: Path, episodes: int):
+    """One measurement of the card, run in a worker process."""
+    if kind == "eval":
+        return evaluate(path, method, episodes, model_dir)
+    if kind == "undamaged":
+        return undamaged_return(path, model_dir, episodes)
+    return latent_effect(path, model_dir)
+
+
+def _run_jobs(jobs: list[tuple], workers: int, progress: Callable[[str], None]) -> list:
+    """Run the card's measurements in `workers` processes (each builds its own pybullet env); results in order."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(_job, *job) for job in jobs]
+        results = []
+        for (kind, path, method, model_dir, _), future in zip(jobs, futures):
+            results.append(future.result())
+            progress(f"[card] {len(results)}/{len(jobs)} {kind} {path.stem} {method} ({model_dir.name})")
+        return results
+
+
 def write_model_card(run: str | Path, model_dir: str | Path, episodes: int = 2,
-                     progress: Callable[[str], None] = print) -> Path:
-    """Evaluate every method on every scenario and write MODEL_CARD.md (and training_curve.png) in model_dir."""
+                     progress: Callable[[str], None] = print, workers: int | None = None) -> Path:
+    """Evaluate every method on every scenario and write MODEL_CARD.md (and training_curve.png) in model_dir.
+
+    With phase 3 (a `before_phase3/` folder beside the models), phase 1's pi is evaluated too: `nominal` and
+    `oracle` of the shipped, fine-tuned pi feed it latents it was not fine-tuned on.
+    """
     run, model_dir = Path(run), Path(model_dir)
     cfg = load_run_config(run)
     manifest = json.loads((model_dir / "manifest.json").read_text())
     plot_curves(run, model_dir / "training_curve.png")
-    rows, results = [], {}
-    for path in sorted((config_dir() / "scenarios").glob("*.yaml")):
-        name = path.stem
-        for method in METHODS:
-            r = evaluate(path, method, episodes, model_dir)
-            results[(name, method)] = r
-            progress(f"[card] {name:22s} {method:9s} return {_fmt(r['return_mean'])} falls {r['falls']} "
-                     f"recovery {_fmt(r['recovery_time_s'])}")
-        rows.append((name, held_out_reason(path, cfg)))
-    undamaged, effects = {}, {}
-    for name in FAULT_SCENARIOS:
-        path = config_dir() / "scenarios" / f"{name}.yaml"
-        if path.is_file():
-            undamaged[name] = undamaged_return(path, model_dir, episodes)
-            effects[name] = latent_effect(path, model_dir)
-            progress(f"[card] {name:22s} nominal without its events: return {_fmt(undamaged[name])}; "
-                     f"latent shift {effects[name]['latent_shift']:.2f}, action shift {effects[name]['action_shift']:.3f}")
+    before_dir = model_dir / BEFORE_PHASE3
+    has_before = before_dir.is_dir()
+    probe_dir = before_dir if has_before else model_dir  # nominal's ceiling and the latent probe: phase 1's pi
+    paths = sorted((config_dir() / "scenarios").glob("*.yaml"))
+    faults = [config_dir() / "scenarios" / f"{name}.yaml" for name in FAULT_SCENARIOS]
+    faults = [p for p in faults if p.is_file()]
+    jobs = [("eval", p, m, model_dir, episodes) for p in paths for m in METHODS]
+    if has_before:
+        jobs += [("eval", p, m, before_dir, episodes) for p in paths for m in ("adaptive", "nominal", "oracle")]
+    jobs += [("undamaged", p, "nominal", probe_dir, episodes) for p in faults]
+    jobs += [("effect", p, "oracle", probe_dir, episodes) for p in faults]
+    out = _run_jobs(jobs, workers or os.cpu_count() or 1, progress)
+    results, before, undamaged, effects = {}, {}, {}, {}
+    for (kind, path, method, folder, _), value in zip(jobs, out):
+        if kind == "eval":
+            (before if folder == before_dir else results)[(path.stem, method)] = value
+        else:
+            (undamaged if kind == "undamaged" else effects)[path.stem] = value
+    rows = [(p.stem, held_out_reason(p, cfg)) for p in paths]
     (model_dir / "eval.json").write_text(json.dumps([results[k] for k in results], indent=1))
+    if has_before:
+        (before_dir / "eval.json").write_text(json.dumps([before[k] for k in before], indent=1))
     phases = manifest.get("phases", {})
     lines = [
         f"# metaloco A1 models ({cfg.name} preset)",
@@ -220,6 +264,8 @@ def write_model_card(run: str | Path, model_dir: str | Path, episodes: int = 2,
         "|---|---|---|",
     ]
     what = {"policy.onnx": "pi(obs, latent) -> actions", "adapter.onnx": "phi(history of 50 obs) -> latent",
+            f"{BEFORE_PHASE3}/policy.onnx": "phase 1's pi, before phase 3 (with copies of the other files: a model "
+                                            "folder for `metaloco eval --model-dir`)",
             "encoder.onnx": "mu(privileged) -> latent (sim only: oracle)", "robust.onnx": "robust baseline pi(obs)",
             "prior.json": "Gaussian prior over the latent + joint-health read-out"}
     for name, digest in manifest["files"].items():
@@ -249,7 +295,24 @@ def write_model_card(run: str | Path, model_dir: str | Path, episodes: int = 2,
                 lines.append(f"| {label} | {method} | {_fmt(r['return_mean'])} | {_fmt(r['distance_m'])} | "
                              f"{_fmt(r['tracking_error_mps'])} | {r['falls']} | {_fmt(r['recovery_time_s'])} |")
         lines.append("")
-    lines += targets_section(results, rows, undamaged)
+    if has_before:
+        lines += ["### Before phase 3: phase 1's pi with the same adapter (`" + BEFORE_PHASE3 + "/`)", "",
+                  "Phase 3 fine-tunes pi on the adapter's estimate. The shipped pi then reads z_hat as part of its",
+                  "state, not only as a task: fed a fixed (`nominal`) or true (`oracle`) latent it is no longer the",
+                  "lower and upper bound those methods are meant to be. Phase 1's pi is the policy they are defined",
+                  "for (RMA's 'without adaptation' and 'expert'); its `adaptive` is RMA without phase 3.", "",
+                  "| scenario | method | return | distance m | tracking err m/s | falls | recovery s |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, _ in rows:
+            for method in ("adaptive", "nominal", "oracle"):
+                r = before[(name, method)]
+                lines.append(f"| {name} | {method} (phase 1's pi) | {_fmt(r['return_mean'])} | {_fmt(r['distance_m'])} | "
+                             f"{_fmt(r['tracking_error_mps'])} | {r['falls']} | {_fmt(r['recovery_time_s'])} |")
+        lines.append("")
+    lines += targets_section(results, rows, undamaged, before)
+    if has_before:
+        lines += ["The fault's cost ('without the fault nominal scores ...') is measured with phase 1's pi, and so is",
+                  "the table below.", ""]
     lines += latent_effect_section(effects)
     card = model_dir / "MODEL_CARD.md"
     card.write_text("\n".join(lines) + "\n")

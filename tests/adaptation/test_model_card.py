@@ -43,3 +43,15 @@ def test_the_latent_effect_probe_is_zero_without_a_fault_and_not_with_one():
     assert calm["latent_shift"] < 1e-5 and calm["action_shift"] < 1e-5 and calm["action_spread"] > 0.05
     locked = latent_effect(config_dir() / "scenarios" / "fr_knee_locked.yaml", models)
     assert locked["latent_shift"] > 0.1 and locked["action_shift"] > 1e-3
+
+
+def test_with_phase_3_the_verdict_also_reads_against_phase_1s_policy():
+    rows = [("fr_knee_locked", None)]
+    before = {("fr_knee_locked", "nominal"): _cell(9.0), ("fr_knee_locked", "oracle"): _cell(13.0)}
+    line = targets_section(_results(12.0, 5.0, 6.0, 6.5), rows, {"fr_knee_locked": 15.0}, before)[2]
+    assert "Against phase 1's pi: 92% of its oracle (13.00: **met**)" in line
+    assert "clearly above its nominal (9.00) and robust: **yes**" in line
+    assert "costs nominal 40% of its return" in line and "wins back 50% of that loss" in line  # phase 1's nominal
+    line = targets_section(_results(12.0, 5.0, 6.0, 6.5), rows, None, {**before, ("fr_knee_locked", "oracle"): _cell(14.0),
+                                                                        ("fr_knee_locked", "nominal"): _cell(11.6)})[2]
+    assert "86% of its oracle (14.00: **NOT met**)" in line and "its nominal (11.60) and robust: **NO**" in line

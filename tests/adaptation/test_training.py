@@ -67,6 +67,7 @@ def test_onnxruntime_matches_torch_on_random_inputs(smoke_run):
     obs_dim = 50
     cases = {
         "policy.onnx": (PolicyGraph(tuned), {"obs": (1, obs_dim), "latent": (1, cfg.latent_dim)}),
+        "before_phase3/policy.onnx": (PolicyGraph(actor), {"obs": (1, obs_dim), "latent": (1, cfg.latent_dim)}),
         "adapter.onnx": (AdapterGraph(student), {"history": (1, cfg.history_length, obs_dim)}),
         "encoder.onnx": (EncoderGraph(actor), {"privileged": (1, 52)}),
         "robust.onnx": (RobustGraph(robust), {"obs": (1, obs_dim)}),
