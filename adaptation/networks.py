@@ -113,6 +113,8 @@ class RMAStudent(MLPModel):
         self.teacher_encoder: LatentEncoder | None = None
         self.latent_loss = torch.zeros(())
         """||z_hat - z||^2 of the last forward pass (added to the distillation loss)."""
+        self.feed_true_latent = False
+        """Phase 3 with `finetune_true_latent`: this iteration pi gets the true z (needs the teacher's mu)."""
 
     def _get_latent_dim(self) -> int:
         return self.obs_dim + self.latent_dim
@@ -136,6 +138,8 @@ class RMAStudent(MLPModel):
         if self.teacher_encoder is not None and "privileged" in obs.keys():
             target = self.teacher_encoder(encoder_input(obs["privileged"]))
             self.latent_loss = nn.functional.mse_loss(z_hat, target.detach())
+            if self.feed_true_latent:
+                z_hat = target.detach()
         return torch.cat([self.obs_normalizer(obs["policy"]), z_hat], dim=-1)
 
     def freeze_adapter(self) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import yaml
 
-from metaloco.adaptation.networks import RMAActor, RMAStudent
+from metaloco.adaptation.networks import LatentEncoder, RMAActor, RMAStudent, encoder_input
 from metaloco.adaptation.prior import fit_prior
 from metaloco.adaptation.train_config import TrainConfig, load_train_config
 from metaloco.schema import to_dict
@@ -187,15 +187,34 @@ def make_finetune_runner(cfg: TrainConfig, venv: SubprocVecEnv, phase1: dict, ph
     actor = _actor_cfg(cfg, rma=False)
     actor.update(class_name=RMAStudent, latent_dim=cfg.latent_dim, history_length=cfg.history_length,
                  channels=cfg.adapter_channels)
-    train_cfg = _ppo_train_cfg(cfg, actor, ["policy", "privileged"], ["policy", "history"])
+    mixed = cfg.finetune_true_latent > 0
+    train_cfg = _ppo_train_cfg(cfg, actor, ["policy", "privileged"],
+                               ["policy", "history", "privileged"] if mixed else ["policy", "history"])
     with contextlib.redirect_stdout(io.StringIO()):
         runner = OnPolicyRunner(venv, train_cfg, log_dir=None)
-    teacher = phase1["actor_state_dict"]
+    alg, teacher = runner.alg, phase1["actor_state_dict"]
     state = {k: v for k, v in teacher.items() if not k.startswith(("encoder.", "task_decoder."))}
     state.update({k: v for k, v in phase2["student_state_dict"].items() if k.startswith("adapter.")})
-    runner.alg.actor.load_state_dict(state, strict=True)
-    runner.alg.critic.load_state_dict(phase1["critic_state_dict"], strict=True)
-    runner.alg.actor.freeze_adapter()
+    if mixed:  # mu from phase 1, frozen, gives the true z in the iterations that use it
+        task_dim = encoder_input(venv.get_observations()["privileged"]).shape[-1]
+        alg.actor.teacher_encoder = LatentEncoder(task_dim, cfg.latent_dim, tuple(cfg.encoder_hidden))
+        state.update({"teacher_" + k: v for k, v in teacher.items() if k.startswith("encoder.")})
+    alg.actor.load_state_dict(state, strict=True)
+    alg.critic.load_state_dict(phase1["critic_state_dict"], strict=True)
+    alg.actor.freeze_adapter()
+    if mixed:
+        for p in alg.actor.teacher_encoder.parameters():
+            p.requires_grad_(False)
+        draw = torch.Generator().manual_seed(cfg.seed + 3)
+        ppo_update = alg.update
+
+        def update() -> dict[str, float]:
+            stats = ppo_update()  # with the latent the rollout used; the next rollout draws again
+            alg.actor.feed_true_latent = bool(torch.rand((), generator=draw) < cfg.finetune_true_latent)
+            return stats
+
+        alg.update = update
+        alg.actor.feed_true_latent = bool(torch.rand((), generator=draw) < cfg.finetune_true_latent)
     return runner
 
 
@@ -277,7 +296,6 @@ def _last_loss(runner) -> float:
 
 def fit_latent_prior(cfg: TrainConfig, actor_state: dict, difficulty: float, folder: Path):
     """Draw tasks from the final training distribution (faults active) and fit the prior to mu(task)."""
-    from metaloco.adaptation.networks import LatentEncoder
     from metaloco.hardware.robot_config import load_robot
     from metaloco.sim.tasks import Task, TaskSampler, layout_slice, privileged_layout, task_vector
 

@@ -51,6 +51,10 @@ class TrainConfig:
     finetune_iterations: int = spec(0, range=(0, 100000),
                                     doc="Phase 3 (A-RMA, Kumar et al. 2022): PPO of pi on z_hat from the frozen adapter, "
                                         "so that the policy works with the adapter's errors (0: no phase 3).")
+    finetune_true_latent: float = spec(0.0, range=(0.0, 1.0),
+                                       doc="Phase 3: the fraction of iterations (drawn at random) in which pi gets "
+                                           "the true z instead of z_hat, so that it still reads a fixed or true "
+                                           "latent as a task (`nominal`, `oracle`, adaptation off).")
     robust_iterations: int = spec(700, range=(0, 100000),
                                   doc="PPO iterations of the robust baseline (phases 1 + 2 + 3: the same budget).")
     checkpoint_every: int = spec(10, range=(1, 10000), doc="Iterations between checkpoints and log rows.")

@@ -142,3 +142,22 @@ def test_unknown_preset_is_refused():
 
     with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'smoke'\]"):
         load_train_config("huge")
+
+
+def test_phase3_can_feed_pi_the_true_latent_in_some_iterations(smoke_run):
+    """finetune_true_latent: the iterations drawn for it give pi mu(privileged), the others phi(history)."""
+    cfg = load_run_config(smoke_run)
+    probe = _ProbeEnv(cfg)
+    phase1 = torch.load(smoke_run / "phase1" / "checkpoint.pt", weights_only=True)["alg"]
+    phase2 = torch.load(smoke_run / "phase2" / "checkpoint.pt", weights_only=True)["alg"]
+    obs = probe.obs.clone()
+    obs["policy"], obs["privileged"] = torch.randn_like(obs["policy"]), torch.randn_like(obs["privileged"])
+    obs["history"] = torch.randn_like(obs["history"])
+    _, actor, student, _, _ = _torch_models(smoke_run)
+    z_true, z_hat = actor.latent(obs), student.estimate(obs)
+    for fraction, expected in ((1.0, z_true), (0.0, z_hat)):
+        cfg.finetune_true_latent = fraction
+        tuned = make_finetune_runner(cfg, probe, phase1, phase2).alg.actor
+        with torch.no_grad():
+            torch.testing.assert_close(tuned.get_latent(obs)[:, -cfg.latent_dim:], expected.detach())
+    assert not any(p.requires_grad for p in tuned.adapter.parameters())
