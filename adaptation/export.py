@@ -143,8 +143,9 @@ def export_run(run: str | Path, out: str | Path) -> Path:
         before.mkdir(exist_ok=True)
         _export(PolicyGraph(actor), (obs, latent), ["obs", "latent"], "actions", before / "policy.onnx",
                 {**meta, "method": "phase-1 pi(obs, latent), before phase 3"})
-        for name in ARTIFACTS[1:]:
-            shutil.copy(out / name, before / name)
+        for name in ARTIFACTS:
+            if name != "policy.onnx":
+                shutil.copy(out / name, before / name)
     write_manifest(run, out, command=f"metaloco export {run} --out {out}")
     return out
 

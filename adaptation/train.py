@@ -365,8 +365,8 @@ def train(preset: str | TrainConfig, out_dir: str | Path, log: Callable[[str], N
                        fixed_difficulty=r1.difficulty, log=log)
         done("phase3", r3)
     if cfg.robust_iterations > 0:
-        r3 = run_phase("robust", cfg, out, cfg.robust_iterations, lambda v: make_ppo_runner(cfg, v, rma=False), log=log)
-        done("robust", r3)
+        rb = run_phase("robust", cfg, out, cfg.robust_iterations, lambda v: make_ppo_runner(cfg, v, rma=False), log=log)
+        done("robust", rb)
     prior = fit_latent_prior(cfg, teacher, r1.difficulty, out)
     log(f"[prior] fitted a {prior.dim}-d Gaussian to {prior.samples} training tasks")
     if export:
