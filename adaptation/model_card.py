@@ -129,6 +129,12 @@ def latent_effect_section(effects: dict[str, dict]) -> list[str]:
     return lines + [""]
 
 
+def _clearly_above(adaptive: dict, *baselines: dict) -> bool:
+    """adaptive's return is at least CLEARLY_ABOVE times the best baseline's (or above it, if that is <= 0)."""
+    best = max(b["return_mean"] for b in baselines)
+    return adaptive["return_mean"] >= CLEARLY_ABOVE * best if best > 0 else adaptive["return_mean"] > best
+
+
 def targets_section(results: dict, rows: list, undamaged: dict | None = None, before: dict | None = None) -> list[str]:
     """The issue's targets, each computed from the table above, met or not.
 
@@ -155,8 +161,7 @@ def targets_section(results: dict, rows: list, undamaged: dict | None = None, be
                 f"{ratio:.0%} of oracle (target >= 90%: **{verdict_ret}**)")
         if name in FAULT_SCENARIOS:
             n, r = results[(name, "nominal")], results[(name, "robust")]
-            best = max(n["return_mean"], r["return_mean"])
-            above = a["return_mean"] >= CLEARLY_ABOVE * best if best > 0 else a["return_mean"] > best
+            above = _clearly_above(a, n, r)
             line += (f"; clearly above (by {CLEARLY_ABOVE - 1:.0%}) nominal ({_fmt(n['return_mean'])}) and robust "
                      f"({_fmt(r['return_mean'])}): **{'yes' if above else 'NO'}**")
             ceiling = undamaged.get(name)
@@ -177,8 +182,7 @@ def targets_section(results: dict, rows: list, undamaged: dict | None = None, be
             line += (f". Against phase 1's pi: {ratio1:.0%} of its oracle ({_fmt(o1['return_mean'])}: "
                      f"**{'met' if ratio1 >= 0.9 else 'NOT met'}**)")
             if name in FAULT_SCENARIOS:
-                best = max(n1["return_mean"], results[(name, "robust")]["return_mean"])
-                above = a["return_mean"] >= CLEARLY_ABOVE * best if best > 0 else a["return_mean"] > best
+                above = _clearly_above(a, n1, results[(name, "robust")])
                 line += f"; clearly above its nominal ({_fmt(n1['return_mean'])}) and robust: **{'yes' if above else 'NO'}**"
         lines.append(line + ".")
     return lines + [""]

@@ -205,16 +205,19 @@ def make_finetune_runner(cfg: TrainConfig, venv: SubprocVecEnv, phase1: dict, ph
     if mixed:
         for p in alg.actor.teacher_encoder.parameters():
             p.requires_grad_(False)
-        draw = torch.Generator().manual_seed(cfg.seed + 3)
+        rng = torch.Generator().manual_seed(cfg.seed + 3)
         ppo_update = alg.update
+
+        def draw() -> None:
+            alg.actor.feed_true_latent = bool(torch.rand((), generator=rng) < cfg.finetune_true_latent)
 
         def update() -> dict[str, float]:
             stats = ppo_update()  # with the latent the rollout used; the next rollout draws again
-            alg.actor.feed_true_latent = bool(torch.rand((), generator=draw) < cfg.finetune_true_latent)
+            draw()
             return stats
 
         alg.update = update
-        alg.actor.feed_true_latent = bool(torch.rand((), generator=draw) < cfg.finetune_true_latent)
+        draw()
     return runner
 
 
