@@ -121,6 +121,10 @@ def evaluate(scenario_path: str | Path, method: str, episodes: int = 1, model_di
     if episodes < 1:
         raise ConfigError("--episodes", "episodes", f"must be at least 1, got {episodes}")
     folder = Path(model_dir) if model_dir else models_dir() / scenario.robot.name
+    if progress and method in ("nominal", "oracle") and load_policy(folder, scenario.robot).latent_input == "adapter":
+        progress(f"[eval] note: {folder / 'policy.onnx'} was fine-tuned on the adapter's estimate (phase 3); with "
+                 f"a fixed or true latent ({method}) it is not the bound DESIGN.md means and walks too fast; "
+                 f"{folder / 'before_phase3'} holds the policy {method} is defined for")
     series = []
     for i in range(episodes):
         s, trace, _ = run_episode(scenario, method, folder, i)

@@ -25,6 +25,7 @@ import yaml
 
 import metaloco
 from metaloco.adaptation.networks import AdapterGraph, EncoderGraph, PolicyGraph, RobustGraph
+from metaloco.adaptation.runtime import BEFORE_PHASE3
 from metaloco.adaptation.train import make_distillation_runner, make_finetune_runner, make_ppo_runner
 from metaloco.adaptation.train_config import TrainConfig
 from metaloco.hardware.robot_config import load_robot
@@ -34,10 +35,6 @@ from metaloco.sim.observation import obs_layout
 from metaloco.sim.tasks import privileged_layout
 
 ARTIFACTS = ("policy.onnx", "adapter.onnx", "encoder.onnx", "robust.onnx", "prior.json")
-BEFORE_PHASE3 = "before_phase3"
-"""With phase 3, a sub-folder with the same artifacts but phase 1's pi: the policy `nominal` and `oracle` are
-defined for (pi fine-tuned on z_hat no longer reads a fixed or true latent as a task); `metaloco eval --model-dir`
-runs it like any model folder."""
 
 
 def _export(module: torch.nn.Module, inputs: tuple, names: list[str], output: str, path: Path, meta: dict) -> None:
@@ -129,8 +126,10 @@ def export_run(run: str | Path, out: str | Path) -> Path:
     }
     obs = torch.zeros(1, obs_dim)
     latent = torch.zeros(1, cfg.latent_dim)
+    fine_tuned = policy is not actor
     _export(PolicyGraph(policy), (obs, latent), ["obs", "latent"], "actions", out / "policy.onnx",
-            {**meta, "method": "adaptive/nominal/oracle: pi(obs, latent)"})
+            {**meta, "method": "adaptive: pi(obs, latent), fine-tuned on the adapter's estimate" if fine_tuned
+             else "adaptive/nominal/oracle: pi(obs, latent)", "latent_input": "adapter" if fine_tuned else "any"})
     _export(AdapterGraph(student), (torch.zeros(1, cfg.history_length, obs_dim),), ["history"], "latent",
             out / "adapter.onnx", {**meta, "method": "phi(history) -> latent (oldest first, zeros before start)"})
     _export(EncoderGraph(actor), (probe.obs["privileged"],), ["privileged"], "latent", out / "encoder.onnx",
@@ -138,11 +137,11 @@ def export_run(run: str | Path, out: str | Path) -> Path:
     _export(RobustGraph(robust.alg.get_policy()), (obs,), ["obs"], "actions", out / "robust.onnx",
             {**meta, "latent_dim": 0, "method": "robust: pi(obs), domain randomisation only"})
     shutil.copy(run / "prior.json", out / "prior.json")
-    if policy is not actor:
+    if fine_tuned:
         before = out / BEFORE_PHASE3
         before.mkdir(exist_ok=True)
         _export(PolicyGraph(actor), (obs, latent), ["obs", "latent"], "actions", before / "policy.onnx",
-                {**meta, "method": "phase-1 pi(obs, latent), before phase 3"})
+                {**meta, "method": "phase-1 pi(obs, latent), before phase 3", "latent_input": "any"})
         for name in ARTIFACTS:
             if name != "policy.onnx":
                 shutil.copy(out / name, before / name)

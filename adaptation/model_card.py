@@ -25,7 +25,8 @@ import numpy as np  # noqa: E402
 
 from metaloco.adaptation.evaluate import METHODS, evaluate, run_episode  # noqa: E402
 from metaloco.adaptation.metrics import summarize  # noqa: E402
-from metaloco.adaptation.export import BEFORE_PHASE3, load_run_config  # noqa: E402
+from metaloco.adaptation.export import load_run_config  # noqa: E402
+from metaloco.adaptation.runtime import BEFORE_PHASE3  # noqa: E402
 from metaloco.paths import config_dir  # noqa: E402
 from metaloco.sim.scenario import load_scenario  # noqa: E402
 

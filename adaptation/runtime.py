@@ -20,6 +20,14 @@ from metaloco.schema import ConfigError
 from metaloco.sim.gait import GAIT_OUTPUTS, ActionMap
 from metaloco.sim.observation import obs_layout
 
+LATENT_INPUTS = ("any", "adapter")
+"""Metadata `latent_input` of `policy.onnx` (optional; 'any' when absent, as in models exported before it):
+'any': pi reads a latent from any source (adapter, nominal, true); 'adapter': pi was fine-tuned on the adapter's
+estimate (phase 3) and must only run on it: fed a fixed or true latent it walks too fast (MODEL_CARD.md, phase 3)."""
+BEFORE_PHASE3 = "before_phase3"
+"""With phase 3, a sub-folder of the model folder with the same artifacts but phase 1's pi: the policy `nominal`,
+`oracle` and adaptation off are defined for (pi fine-tuned on z_hat no longer reads a fixed or true latent as a
+task); `metaloco eval --model-dir` runs it like any model folder."""
 POLICY_KEYS = ("robot", "joint_names", "default_joint_pos", "action_scale", "kp", "kd", "torque_limits",
                "control_dt", "obs_layout", "latent_dim", "history_length", "gait", "metaloco_version")
 
@@ -74,6 +82,11 @@ class OnnxPolicy:
     latent_dim: int
     n_actions: int
 
+    @property
+    def latent_input(self) -> str:
+        """'adapter' when pi must only run on the adapter's live estimate, else 'any' (see LATENT_INPUTS)."""
+        return str(self.meta.get("latent_input", "any"))
+
     def __call__(self, obs: np.ndarray, latent: np.ndarray) -> np.ndarray:
         out = self.sess.run(["actions"], {"obs": obs.reshape(1, -1).astype(np.float32),
                                           "latent": latent.reshape(1, -1).astype(np.float32)})
@@ -123,6 +136,9 @@ def load_policy(model_dir: str | Path, robot: RobotConfig, filename: str = "poli
     if latent_dim != int(meta["latent_dim"]):
         raise ConfigError(str(path), "latent", f"input 'latent' has {latent_dim} values, metadata latent_dim "
                                                f"says {meta['latent_dim']}")
+    if meta.get("latent_input", "any") not in LATENT_INPUTS:
+        raise ConfigError(str(path), "latent_input", f"got {meta['latent_input']!r}; this metaloco knows "
+                                                     f"{list(LATENT_INPUTS)}")
     return OnnxPolicy(path=path, sess=sess, meta=meta, obs_dim=obs_dim, latent_dim=latent_dim, n_actions=n_actions)
 
 

@@ -7,7 +7,8 @@ reads the history, `LatentEstimator` fuses its raw estimate with the simulator p
 estimator concluded (change detected, confidence, suspected joint) on `adaptation/status`.
 
 It is a side branch: the policy loop never waits for it. If this node stops, the policy keeps the
-last latent it received and says so in its diagnostics.
+last latent it received and says so in its diagnostics; a policy fine-tuned on this node's estimate
+(metadata `latent_input: adapter`, phase 3) stops commanding instead.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Each cycle takes the newest `joint_states` (joints addressed by name, in the order of the ONNX
 metadata), `imu/data` and `cmd_vel`, builds the observation exactly as the training env does
 (`sim/observation.py`), runs the policy with the latest `adaptation/latent` (the prior mean until
-one arrives), turns the action into targets with the model's own `ActionMap`, and publishes
+one arrives; a policy fine-tuned on the adapter's estimate, `latent_input: adapter`, runs only while
+that latent flows), turns the action into targets with the model's own `ActionMap`, and publishes
 `joint_commands` (stamped with the state it answers) and `policy/obs_action`.
 
 The loop runs on a deadline schedule at the model's control period (`CycleSchedule`). A cycle is
@@ -191,6 +192,7 @@ class PolicyNode(Node):
         self._command = np.zeros(3)
         self._command_t: float | None = None
         self._latent_t: float | None = None
+        self._first_command_t: float | None = None
         self._estop = False
         self._pending: JointState | None = None
 
@@ -288,7 +290,10 @@ class PolicyNode(Node):
             notes.append(f"no cmd_vel for {now - self._command_t:.1f} s: zero velocity")
         elif not np.all(np.isfinite(command)):
             return self._refuse("NaN or infinite value in cmd_vel")
-        if self._latent_t is not None and now - self._latent_t > self.cfg.latent_timeout_s:
+        if self.policy.latent_input == "adapter":
+            if (problem := self._no_live_latent(now)) is not None:
+                return self._refuse(problem)
+        elif self._latent_t is not None and now - self._latent_t > self.cfg.latent_timeout_s:
             self.latent_source = "held"
             notes.append(f"adaptation/latent silent for {now - self._latent_t:.1f} s: keeping the last latent")
         try:
@@ -300,7 +305,25 @@ class PolicyNode(Node):
         self._commands.publish(targets_to_msg(targets, self.joint_names, joints.header.stamp))
         self._obs_action.publish(float_array({"obs": obs, "action": action}))
         self.commands += 1
+        if self._first_command_t is None:
+            self._first_command_t = now
         self._set_problem(None, notes)
+
+    def _no_live_latent(self, now: float) -> str | None:
+        """For a policy fine-tuned on the adapter's estimate (`latent_input: adapter`): why it must not run now.
+
+        Such a policy reads the estimate as part of its state and walks too fast on a fixed latent, so it may
+        use the initial latent only for `latent_timeout_s` after its first command (the adapter's history is
+        filling), and stops commanding when adaptation/latent is silent that long, rather than hold the last one.
+        """
+        since = self._latent_t if self._latent_t is not None else self._first_command_t
+        if since is None or now - since <= self.cfg.latent_timeout_s:
+            return None
+        what = (f"silent for {now - self._latent_t:.1f} s" if self._latent_t is not None
+                else f"not received {now - since:.1f} s after the first command")
+        return (f"adaptation/latent {what} (limit {self.cfg.latent_timeout_s:.1f} s): this policy was fine-tuned on "
+                "the adapter's estimate (latent_input: adapter) and walks too fast on a held or fixed latent; "
+                "commands resume when adaptation/latent flows")
 
     def _watch(self) -> None:
         """Silence on joint_states: count the missed cycles and say why nothing goes out."""

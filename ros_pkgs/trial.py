@@ -20,7 +20,10 @@ DIR/TRIAL_FAILED.txt saying why, and neither metrics.json nor report.md.
 
 `run_compare` runs the scenario with adaptation on and off into DIR/adaptive and DIR/no_adaptation
 and writes one side-by-side report in DIR. Adaptation off is the DESIGN.md `nominal` method: the
-same policy with the nominal task's latent, no adaptation node.
+same policy with the nominal task's latent, no adaptation node. For a policy fine-tuned on the
+adapter's estimate (phase 3, `latent_input: adapter`), which walks too fast on a fixed latent and
+which the policy node will not run without adaptation, adaptation off runs the policy it was
+fine-tuned from (the model folder's `before_phase3/`), as the model card's "without adaptation" does.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from metaloco.adaptation.runtime import BEFORE_PHASE3, metadata, session
 from metaloco.paths import launch_dir, models_dir
 from metaloco.ros_pkgs.launch_xml import LaunchError, LaunchFile, NodeLaunch
 from metaloco.sim.scenario import Scenario, load_scenario
@@ -165,6 +169,17 @@ def plan_trial(scenario: str | Path, out: str | Path, *, adaptation: bool = True
         raise LaunchError(f"{path}: launches no policy_node; a trial needs the policy")
     policy = by_exec["policy_node"]
     folder = Path(_param(policy, "model_dir") or models_dir() / loaded.robot.name)
+    if not adaptation and _latent_input(folder / "policy.onnx") == "adapter":
+        before = folder / BEFORE_PHASE3
+        if not (before / "policy.onnx").is_file():
+            raise TrialError(f"{folder / 'policy.onnx'} was fine-tuned on the adapter's estimate (latent_input: "
+                             f"adapter) and does not run without adaptation; --no-adaptation needs the policy it was "
+                             f"fine-tuned from in {before}, which is missing")
+        need("model_dir", "--no-adaptation with a phase-3 model (it runs before_phase3/)")
+        args["model_dir"] = str(before.resolve())
+        nodes = launch_file.nodes(args)
+        by_exec = {n.executable: n for n in nodes}
+        folder = before.resolve()
     for executable, files in MODEL_FILES.items():
         if executable in by_exec:
             missing = [f for f in files if not (folder / f).is_file()]
@@ -178,6 +193,13 @@ def plan_trial(scenario: str | Path, out: str | Path, *, adaptation: bool = True
     method = "adaptive" if "adaptation_node" in by_exec else "nominal"
     return TrialPlan(loaded, out, path, [f"{k}:={v}" for k, v in args.items()], nodes, method, sim, lockstep,
                      folder, overrides if tmp else {}, tmp)
+
+
+def _latent_input(path: Path) -> str:
+    """policy.onnx's `latent_input` ('any' when absent or when the file is missing: the model check says that)."""
+    if not path.is_file():
+        return "any"
+    return str(metadata(session(path), path, ()).get("latent_input", "any"))
 
 
 class _Spinner:

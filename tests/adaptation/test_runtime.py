@@ -54,6 +54,16 @@ def test_model_without_metadata_is_refused(smoke_run, tmp_path):
         load_policy(tmp_path, load_robot("a1"))
 
 
+def test_model_with_an_unknown_latent_input_is_refused(smoke_run, tmp_path):
+    model = onnx.load(str(smoke_run / "export" / "policy.onnx"))
+    for prop in model.metadata_props:
+        if prop.key == "latent_input":
+            prop.value = "oracle"
+    onnx.save(model, str(tmp_path / "policy.onnx"))
+    with pytest.raises(ConfigError, match=r"'latent_input': got 'oracle'; this metaloco knows \['any', 'adapter'\]"):
+        load_policy(tmp_path, load_robot("a1"))
+
+
 def test_missing_and_corrupt_model_files(tmp_path):
     with pytest.raises(ConfigError, match=r"policy.onnx: model file not found"):
         load_policy(tmp_path, load_robot("a1"))

@@ -88,6 +88,9 @@ def test_metadata_carries_every_contract_key(smoke_run):
         assert key in policy.meta
     assert policy.meta["joint_names"][0] == "FR_hip_joint"
     assert [tuple(x) for x in policy.meta["obs_layout"]][0] == ("base_ang_vel", 3)
+    # The smoke run has phase 3: its pi must only run on the adapter's estimate; phase 1's pi on any latent.
+    assert policy.latent_input == "adapter"
+    assert load_policy(smoke_run / "export" / "before_phase3", load_robot("a1")).latent_input == "any"
 
 
 def test_a_node_can_run_the_model_from_the_onnx_file_alone(smoke_run):

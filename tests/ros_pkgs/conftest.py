@@ -1,9 +1,11 @@
 """The model the ROS 2 tests run: the shipped A1 models when they fit this code, else a smoke export."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import onnx
 import pytest
 import rclpy
 
@@ -45,3 +47,27 @@ def context():
     rclpy.init(context=ctx)
     yield ctx
     rclpy.shutdown(context=ctx)
+
+
+@pytest.fixture
+def with_latent_input(model_dir, tmp_path):
+    """`with_latent_input(value, dest=None)`: a copy of `model_dir` whose policy.onnx says `latent_input: value`."""
+    return lambda value, dest=None: relabel_latent_input(model_dir, value, dest or tmp_path / f"model_{value}")
+
+
+def relabel_latent_input(model_dir: Path, value: str, dest: Path) -> Path:
+    """A copy of a model folder whose policy.onnx says `latent_input: value` (the phase-3 flag, see runtime.py).
+
+    The graph is the same; only the metadata differs, so a test can hold a node to either contract whichever
+    model (shipped or smoke) this checkout has.
+    """
+    shutil.copytree(model_dir, dest, ignore=shutil.ignore_patterns("before_phase3"))
+    model = onnx.load(str(dest / "policy.onnx"))
+    props = {p.key: p.value for p in model.metadata_props}
+    props["latent_input"] = value
+    del model.metadata_props[:]
+    for key, text in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, text
+    onnx.save(model, str(dest / "policy.onnx"))
+    return dest

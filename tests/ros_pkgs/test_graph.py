@@ -78,8 +78,12 @@ class Probe(Node):
 
 
 @pytest.fixture
-def graph(model_dir, tmp_path):
-    """sim.launch.xml brought up in this process, with a probe; yields (runner, probe)."""
+def graph(request, model_dir, with_latent_input, tmp_path):
+    """sim.launch.xml brought up in this process, with a probe; yields (runner, probe).
+
+    Parametrized (indirect) with a `latent_input`, the model is relabelled to it (see `with_latent_input`)."""
+    if getattr(request, "param", None):
+        model_dir = with_latent_input(request.param)
     params = yaml.safe_load((ROOT / "config" / "nodes.yaml").read_text())
     for node in params.values():
         node["ros__parameters"]["diagnostics_period_s"] = 0.2
@@ -146,7 +150,8 @@ def test_the_a1_stands_the_policy_takes_over_and_cmd_vel_reaches_it(graph, model
         assert bridge.core.mode == "active", bridge.core.reason
 
 
-def test_a_fault_on_sim_events_moves_the_latent_and_the_policy_outlives_adaptation(graph):
+@pytest.mark.parametrize("graph", ["any", "adapter"], indirect=True)
+def test_a_fault_on_sim_events_moves_the_latent_and_the_policy_handles_adaptation_dying(graph):
     runner, probe = graph
     bridge, policy = runner.nodes["robot_bridge"], runner.nodes["policy_node"]
     wait_for(lambda: bridge.core.mode == "active", 20.0, "the bridge to go active")
@@ -171,10 +176,17 @@ def test_a_fault_on_sim_events_moves_the_latent_and_the_policy_outlives_adaptati
     status = [status_values(s) for _, m in probe.received["adaptation/status"] for s in m.status]
     assert status and {"confidence", "change_detected", "suspected_joint"} <= set(status[-1])
 
-    # The adaptation node dies: the policy keeps its last latent, keeps commanding, and says so.
+    # The adaptation node dies. A policy fine-tuned on the adapter's estimate (phase 3) stops commanding, and
+    # the bridge damps (stale commands): such a policy walks too fast on a held latent.
     runner.stop_node("adaptation_node")
     last = policy.latent.copy()
     t2 = time.monotonic()
+    if policy.policy.latent_input == "adapter":  # the parameter, whichever model this checkout ships
+        wait_for(lambda: any("adaptation/latent silent" in s.message and level_of(s) == 2
+                             for s in probe.statuses("policy_node", t2)), 5.0, "the policy to stop without a latent")
+        wait_for(lambda: bridge.core.mode == "damping", 2.0, "the bridge to damp once commands stopped")
+        return
+    # Any other policy keeps its last latent, keeps commanding, and says so.
     wait_for(lambda: any("adaptation/latent silent" in s.message and level_of(s) == 1
                          for s in probe.statuses("policy_node", t2)), 5.0, "the policy to report adaptation silent")
     n = len(probe.received["joint_commands"])

@@ -163,7 +163,7 @@ def stream(probe: Probe, first: int, count: int, nan_joint: str | None = None, t
 
 
 def test_policy_answers_each_state_with_the_training_observation_by_joint_name(context, spinner, model_dir):
-    policy, probe = start_policy(context, spinner, model_dir)
+    policy, probe = start_policy(context, spinner, model_dir, latent_timeout_s=5.0)  # no latent needed in 1 s
     layout = [(name, size) for name, size in policy.policy.meta["obs_layout"]]
     sizes = [size for _, size in layout]
     bounds = dict(zip([n for n, _ in layout], np.split(np.arange(sum(sizes)), np.cumsum(sizes)[:-1]), strict=True))
@@ -247,8 +247,8 @@ def test_estop_stops_the_policy_until_released(context, spinner, model_dir):
     assert any("estop" in s.message for _, s in probe.statuses("policy_node"))
 
 
-def test_the_policy_keeps_the_last_latent_when_adaptation_goes_silent(context, spinner, model_dir):
-    policy, probe = start_policy(context, spinner, model_dir, latent_timeout_s=0.3)
+def test_the_policy_keeps_the_last_latent_when_adaptation_goes_silent(context, spinner, with_latent_input):
+    policy, probe = start_policy(context, spinner, with_latent_input("any"), latent_timeout_s=0.3)
     assert policy.latent_source == "prior_mean"
     np.testing.assert_allclose(policy.latent, policy.prior.mean)
     latent = policy.prior.mean + 0.25
@@ -267,6 +267,42 @@ def test_the_policy_keeps_the_last_latent_when_adaptation_goes_silent(context, s
     np.testing.assert_allclose(policy.latent, latent, atol=1e-6)
     warnings = [s for t, s in probe.statuses("policy_node") if t > silent and level_of(s) == 1]
     assert any("adaptation/latent silent" in s.message and "keeping the last latent" in s.message for s in warnings)
+
+
+def test_a_policy_fine_tuned_on_the_adapter_runs_only_while_its_latent_flows(context, spinner, with_latent_input):
+    """latent_input: adapter (phase 3): the initial latent for latent_timeout_s at most, then a live latent or
+    no command, and the same when adaptation goes silent: such a policy overspeeds on a held latent."""
+    policy, probe = start_policy(context, spinner, with_latent_input("adapter"), latent_timeout_s=0.3)
+    assert policy.policy.latent_input == "adapter"
+    first = set(stream(probe, 0, 10))  # 0.2 s: within the grace, on the prior mean
+    never = set(stream(probe, 100, 25))  # 0.5 s more without a latent
+    time.sleep(0.2)
+    answered = {stamp_nanoseconds(m.header.stamp) for _, m in probe.received["joint_commands"]}
+    assert len(answered & first) >= 8, "the initial latent was not used while the adapter's history fills"
+    late = sorted(never)[-10:]  # the last 0.2 s, past 0.3 s after the first command
+    assert not answered & set(late), "commanded on the initial latent past latent_timeout_s"
+    errors = [s.message for _, s in probe.statuses("policy_node") if level_of(s) == 2]
+    assert any("adaptation/latent not received" in m and "latent_input: adapter" in m for m in errors), errors
+
+    latent = Float32MultiArray(data=(policy.prior.mean + 0.25).astype(np.float32).tolist())
+    flowing = []
+    for k in range(20):  # a live latent every 40 ms, as the adaptation node sends at 10-25 Hz
+        if k % 2 == 0:
+            probe.pubs["adaptation/latent"].publish(latent)
+        flowing += stream(probe, 200 + k, 1)
+    time.sleep(0.2)
+    answered = {stamp_nanoseconds(m.header.stamp) for _, m in probe.received["joint_commands"]}
+    assert len(answered & set(flowing[5:])) >= 12, "commands did not resume once the latent flowed"
+    assert policy.latent_source == "adaptation"
+
+    silent = time.monotonic()
+    quiet = stream(probe, 300, 30)  # 0.6 s without a latent
+    time.sleep(0.2)
+    answered = {stamp_nanoseconds(m.header.stamp) for _, m in probe.received["joint_commands"]}
+    assert answered & set(quiet[:5]), "stopped before latent_timeout_s"
+    assert not answered & set(quiet[-10:]), "kept commanding on a held latent"
+    errors = [s.message for t, s in probe.statuses("policy_node") if t > silent and level_of(s) == 2]
+    assert any("adaptation/latent silent" in m and "walks too fast" in m for m in errors), errors
 
 
 def test_a_model_for_other_gains_or_bad_parameters_are_refused(context, model_dir, tmp_path):

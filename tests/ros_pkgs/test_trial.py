@@ -150,7 +150,23 @@ def test_compare_puts_adaptation_on_and_off_in_one_report(model_dir, tmp_path):
     assert (out / "report.md").read_text() == text
 
 
-def test_bad_input_is_refused_before_anything_starts(model_dir, tmp_path, capsys):
+def test_adaptation_off_runs_a_phase3_model_from_before_phase3(with_latent_input, tmp_path):
+    """A policy fine-tuned on the adapter's estimate does not run without it: adaptation off runs the policy it
+    was fine-tuned from, and says so in the plan; without that folder the trial is refused before it starts."""
+    tuned = with_latent_input("adapter")
+    good = write_scenario(tmp_path)
+    with pytest.raises(TrialError, match=r"latent_input: adapter.*before_phase3, which is missing"):
+        plan_trial(good, tmp_path / "a", model_dir=tuned, adaptation=False)
+    with_latent_input("any", tuned / "before_phase3")
+    off = plan_trial(good, tmp_path / "a", model_dir=tuned, adaptation=False)
+    assert off.method == "nominal" and off.model_dir == (tuned / "before_phase3").resolve()
+    assert f"model_dir:={(tuned / 'before_phase3').resolve()}" in off.launch_args
+    on = plan_trial(good, tmp_path / "b", model_dir=tuned)
+    assert on.method == "adaptive" and on.model_dir == tuned.resolve()
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_bad_input_is_refused_before_anything_starts(model_dir, with_latent_input, tmp_path, capsys):
     bad = write_scenario(tmp_path, joint="FR_knee_joint")
     assert main(["trial", "--scenario", str(bad), "--out", str(tmp_path / "a"), "--model-dir", str(model_dir)]) == 2
     err = capsys.readouterr().err
@@ -169,8 +185,9 @@ def test_bad_input_is_refused_before_anything_starts(model_dir, tmp_path, capsys
     with pytest.raises(TrialError, match=r"adapter\.onnx"):  # the adaptation node needs it too
         partial = tmp_path / "partial"
         partial.mkdir()
+        source = with_latent_input("any")  # (a phase-3 policy.onnx would also need before_phase3/)
         for name in ("policy.onnx", "prior.json"):
-            shutil.copy(model_dir / name, partial / name)
+            shutil.copy(source / name, partial / name)
         plan_trial(good, tmp_path / "b", model_dir=partial)
     plan_trial(good, tmp_path / "b", model_dir=partial, adaptation=False)  # ... and without it, it is not needed
     launch = tmp_path / "bare.launch.xml"
