@@ -38,6 +38,8 @@ TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 BAG_VERSION = 9
 #: custom_data key set when the writer closed cleanly.
 CLOSED_KEY = "metaloco.closed"
+#: custom_data key: the model folder a trial's policy node ran (adaptation off may run before_phase3/).
+MODEL_KEY = "metaloco.model"
 
 
 class BagError(RuntimeError):

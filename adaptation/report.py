@@ -29,7 +29,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from metaloco.adaptation.bag import BagError, BagSeries, TopicSeries, diagnostic_values, read_bag
+from metaloco.adaptation.bag import MODEL_KEY, BagError, BagSeries, TopicSeries, diagnostic_values, read_bag
 from metaloco.adaptation.metrics import (
     EVAL_KEYS, EpisodeSeries, episode_metrics, phase_bounds, phase_mean, phase_metrics, stride_average, summarize,
 )
@@ -427,6 +427,7 @@ def write_report(run: str | Path | BagSeries, out_dir: str | Path, *, title: str
         ["bag", *(f"`{os.path.relpath(r.bag.path, out)}`" for r in runs)],
         ["scenario", *(r.metrics["scenario"] or "–" for r in runs)],
         ["method", *(r.metrics["method"] or "–" for r in runs)],
+        ["model", *(f"`{r.bag.custom[MODEL_KEY]}`" if MODEL_KEY in r.bag.custom else "–" for r in runs)],
         ["duration (s)", *(r.bag.duration_s for r in runs)],
         ["recording", *("complete" if r.bag.complete else "cut short (recorder killed: the last segment, "
                         "at most one flush period, is missing)" for r in runs)],

@@ -279,6 +279,7 @@ def run_trial(plan: TrialPlan, *, ready_timeout_s: float = 120.0, run_timeout_s:
     from rclpy.logging import LoggingSeverity
     from rclpy.parameter import Parameter
 
+    from metaloco.adaptation.bag import MODEL_KEY
     from metaloco.ros_pkgs.launch_xml import LaunchRunner
     from metaloco.ros_pkgs.recorder import Recorder
     from metaloco.ros_pkgs.ros_env import ensure_localhost_discovery
@@ -324,6 +325,7 @@ def run_trial(plan: TrialPlan, *, ready_timeout_s: float = 120.0, run_timeout_s:
             Parameter("method", value=plan.method), Parameter("use_sim_time", value=plan.sim)]))
         recorder.get_logger().set_level(LoggingSeverity.WARN)
         recorder.writer.custom["metaloco.timing"] = plan.timing
+        recorder.writer.custom[MODEL_KEY] = str(plan.model_dir)  # adaptation off may run before_phase3/
         want = {"cmd_vel": 2, "sim/events": 2 if plan.sim else 1}  # the recorder, and the policy / the sim bridge
         _wait(lambda: all(n >= want[t] for t, n in trial.subscribers().items())
               and recorder.writer.counts.get("/joint_states", 0) > 0, RECORDER_MATCH_S,

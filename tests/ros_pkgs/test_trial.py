@@ -108,6 +108,7 @@ def test_metrics_json_has_every_key_and_the_report_its_plots(trial):
     for name in ("speed.png", "latent.png", "torques_event_1.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({name})" in report
     assert "| clock | simulated (/clock); sim, lock-step |" in report
+    assert f"| model | `{result['model_dir']}` |" in report  # which policy ran (adaptation off: maybe another)
     # The event is marked where the bag saw it, next to the time it was due. The runner sends it at the first
     # /clock tick it sees at or after 1.5 s; on a busy machine that tick can be a few control periods late, and the
     # mark must then agree with when the runner really sent it. The recorder reads /clock on its own, so its stamps
