@@ -22,7 +22,7 @@ import numpy as np
 from metaloco.adaptation.estimator import LatentEstimator
 from metaloco.adaptation.metrics import EpisodeSeries, stride_average, summarize
 from metaloco.adaptation.prior import LatentPrior
-from metaloco.adaptation.runtime import OnnxFunction, load_adapter, load_policy
+from metaloco.adaptation.runtime import BEFORE_PHASE3, OnnxFunction, load_adapter, load_policy
 from metaloco.paths import models_dir
 from metaloco.schema import ConfigError
 from metaloco.sim.env import EnvConfig, LocomotionEnv
@@ -124,7 +124,7 @@ def evaluate(scenario_path: str | Path, method: str, episodes: int = 1, model_di
     if progress and method in ("nominal", "oracle") and load_policy(folder, scenario.robot).latent_input == "adapter":
         progress(f"[eval] note: {folder / 'policy.onnx'} was fine-tuned on the adapter's estimate (phase 3); with "
                  f"a fixed or true latent ({method}) it is not the bound DESIGN.md means and walks too fast; "
-                 f"{folder / 'before_phase3'} holds the policy {method} is defined for")
+                 f"{folder / BEFORE_PHASE3} holds the policy {method} is defined for")
     series = []
     for i in range(episodes):
         s, trace, _ = run_episode(scenario, method, folder, i)
