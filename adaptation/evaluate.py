@@ -123,7 +123,7 @@ def evaluate(scenario_path: str | Path, method: str, episodes: int = 1, model_di
     folder = Path(model_dir) if model_dir else models_dir() / scenario.robot.name
     if progress and method in ("nominal", "oracle") and load_policy(folder, scenario.robot).latent_input == "adapter":
         progress(f"[eval] note: {folder / 'policy.onnx'} was fine-tuned on the adapter's estimate (phase 3); with "
-                 f"a fixed or true latent ({method}) it is not the bound DESIGN.md means and walks too fast; "
+                 f"a fixed or true latent ({method}) it runs on inputs it was not fine-tuned on, so this is not the bound DESIGN.md means; "
                  f"{folder / BEFORE_PHASE3} holds the policy {method} is defined for")
     series = []
     for i in range(episodes):

@@ -23,7 +23,8 @@ from metaloco.sim.observation import obs_layout
 LATENT_INPUTS = ("any", "adapter")
 """Metadata `latent_input` of `policy.onnx` (optional; 'any' when absent, as in models exported before it):
 'any': pi reads a latent from any source (adapter, nominal, true); 'adapter': pi was fine-tuned on the adapter's
-estimate (phase 3) and must only run on it: fed a fixed or true latent it walks too fast (MODEL_CARD.md, phase 3)."""
+estimate (phase 3) and must only run on it: it was never trained on a fixed or true latent (one such policy ran
+at 0.9 m/s on a 0.5 m/s command with one; MODEL_CARD.md, phase 3)."""
 BEFORE_PHASE3 = "before_phase3"
 """With phase 3, a sub-folder of the model folder with the same artifacts but phase 1's pi: the policy `nominal`,
 `oracle` and adaptation off are defined for (pi fine-tuned on z_hat no longer reads a fixed or true latent as a

@@ -312,9 +312,10 @@ class PolicyNode(Node):
     def _no_live_latent(self, now: float) -> str | None:
         """For a policy fine-tuned on the adapter's estimate (`latent_input: adapter`): why it must not run now.
 
-        Such a policy reads the estimate as part of its state and walks too fast on a fixed latent, so it may
-        use the initial latent only for `latent_timeout_s` after its first command (the adapter's history is
-        filling), and stops commanding when adaptation/latent is silent that long, rather than hold the last one.
+        Such a policy reads the estimate as part of its state and was never trained on a fixed latent (one ran at
+        0.9 m/s on a 0.5 m/s command with one). So it may use the initial latent only for `latent_timeout_s`
+        after its first command (the adapter's history is filling), and stops commanding when adaptation/latent
+        is silent that long, rather than hold the last one.
         """
         since = self._latent_t if self._latent_t is not None else self._first_command_t
         if since is None or now - since <= self.cfg.latent_timeout_s:
@@ -322,7 +323,7 @@ class PolicyNode(Node):
         what = (f"silent for {now - self._latent_t:.1f} s" if self._latent_t is not None
                 else f"not received {now - since:.1f} s after the first command")
         return (f"adaptation/latent {what} (limit {self.cfg.latent_timeout_s:.1f} s): this policy was fine-tuned on "
-                "the adapter's estimate (latent_input: adapter) and walks too fast on a held or fixed latent; "
+                "the adapter's estimate (latent_input: adapter) and is not trained to run on a held or fixed latent; "
                 "commands resume when adaptation/latent flows")
 
     def _watch(self) -> None:

@@ -21,7 +21,7 @@ DIR/TRIAL_FAILED.txt saying why, and neither metrics.json nor report.md.
 `run_compare` runs the scenario with adaptation on and off into DIR/adaptive and DIR/no_adaptation
 and writes one side-by-side report in DIR. Adaptation off is the DESIGN.md `nominal` method: the
 same policy with the nominal task's latent, no adaptation node. For a policy fine-tuned on the
-adapter's estimate (phase 3, `latent_input: adapter`), which walks too fast on a fixed latent and
+adapter's estimate (phase 3, `latent_input: adapter`), which was never trained on a fixed latent and
 which the policy node will not run without adaptation, adaptation off runs the policy it was
 fine-tuned from (the model folder's `before_phase3/`), as the model card's "without adaptation" does.
 """

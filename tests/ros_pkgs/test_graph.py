@@ -177,7 +177,7 @@ def test_a_fault_on_sim_events_moves_the_latent_and_the_policy_handles_adaptatio
     assert status and {"confidence", "change_detected", "suspected_joint"} <= set(status[-1])
 
     # The adaptation node dies. A policy fine-tuned on the adapter's estimate (phase 3) stops commanding, and
-    # the bridge damps (stale commands): such a policy walks too fast on a held latent.
+    # the bridge damps (stale commands): such a policy was never trained on a held latent.
     runner.stop_node("adaptation_node")
     last = policy.latent.copy()
     t2 = time.monotonic()

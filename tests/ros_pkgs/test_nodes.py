@@ -302,7 +302,7 @@ def test_a_policy_fine_tuned_on_the_adapter_runs_only_while_its_latent_flows(con
     assert answered & set(quiet[:5]), "stopped before latent_timeout_s"
     assert not answered & set(quiet[-10:]), "kept commanding on a held latent"
     errors = [s.message for t, s in probe.statuses("policy_node") if t > silent and level_of(s) == 2]
-    assert any("adaptation/latent silent" in m and "walks too fast" in m for m in errors), errors
+    assert any("adaptation/latent silent" in m and "not trained to run on a held or fixed latent" in m for m in errors), errors
 
 
 def test_a_model_for_other_gains_or_bad_parameters_are_refused(context, model_dir, tmp_path):
