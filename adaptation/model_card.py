@@ -189,6 +189,12 @@ def targets_section(results: dict, rows: list, undamaged: dict | None = None, be
     return lines + [""]
 
 
+def _result_row(label: str, method: str, r: dict) -> str:
+    """One row of an evaluation table: scenario, method, then the eval figures."""
+    return (f"| {label} | {method} | {_fmt(r['return_mean'])} | {_fmt(r['distance_m'])} | "
+            f"{_fmt(r['tracking_error_mps'])} | {r['falls']} | {_fmt(r['recovery_time_s'])} |")
+
+
 def _job(kind: str, path: Path, method: str, model_dir: Path, episodes: int):
     """One measurement of the card, run in a worker process."""
     if kind == "eval":
@@ -295,10 +301,7 @@ def write_model_card(run: str | Path, model_dir: str | Path, episodes: int = 2,
             if (reason is not None) != held:
                 continue
             label = f"{name} ({reason})" if reason else name
-            for method in METHODS:
-                r = results[(name, method)]
-                lines.append(f"| {label} | {method} | {_fmt(r['return_mean'])} | {_fmt(r['distance_m'])} | "
-                             f"{_fmt(r['tracking_error_mps'])} | {r['falls']} | {_fmt(r['recovery_time_s'])} |")
+            lines += [_result_row(label, method, results[(name, method)]) for method in METHODS]
         lines.append("")
     if has_before:
         lines += ["### Before phase 3: phase 1's pi with the same adapter (`" + BEFORE_PHASE3 + "/`)", "",
@@ -309,10 +312,8 @@ def write_model_card(run: str | Path, model_dir: str | Path, episodes: int = 2,
                   "| scenario | method | return | distance m | tracking err m/s | falls | recovery s |",
                   "|---|---|---|---|---|---|---|"]
         for name, _ in rows:
-            for method in ("adaptive", "nominal", "oracle"):
-                r = before[(name, method)]
-                lines.append(f"| {name} | {method} (phase 1's pi) | {_fmt(r['return_mean'])} | {_fmt(r['distance_m'])} | "
-                             f"{_fmt(r['tracking_error_mps'])} | {r['falls']} | {_fmt(r['recovery_time_s'])} |")
+            lines += [_result_row(name, f"{method} (phase 1's pi)", before[(name, method)])
+                      for method in ("adaptive", "nominal", "oracle")]
         lines.append("")
     lines += targets_section(results, rows, undamaged, before)
     if has_before:

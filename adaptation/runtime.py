@@ -33,6 +33,11 @@ POLICY_KEYS = ("robot", "joint_names", "default_joint_pos", "action_scale", "kp"
                "control_dt", "obs_layout", "latent_dim", "history_length", "gait", "metaloco_version")
 
 
+def latent_input(meta: dict) -> str:
+    """A policy's `latent_input` from its metadata ('any' when the key is absent; see LATENT_INPUTS)."""
+    return str(meta.get("latent_input", "any"))
+
+
 def session(path: Path) -> ort.InferenceSession:
     """A single-threaded CPU session (predictable latency next to a control loop)."""
     if not path.is_file():
@@ -86,7 +91,7 @@ class OnnxPolicy:
     @property
     def latent_input(self) -> str:
         """'adapter' when pi must only run on the adapter's live estimate, else 'any' (see LATENT_INPUTS)."""
-        return str(self.meta.get("latent_input", "any"))
+        return latent_input(self.meta)
 
     def __call__(self, obs: np.ndarray, latent: np.ndarray) -> np.ndarray:
         out = self.sess.run(["actions"], {"obs": obs.reshape(1, -1).astype(np.float32),
@@ -137,7 +142,7 @@ def load_policy(model_dir: str | Path, robot: RobotConfig, filename: str = "poli
     if latent_dim != int(meta["latent_dim"]):
         raise ConfigError(str(path), "latent", f"input 'latent' has {latent_dim} values, metadata latent_dim "
                                                f"says {meta['latent_dim']}")
-    if meta.get("latent_input", "any") not in LATENT_INPUTS:
+    if latent_input(meta) not in LATENT_INPUTS:
         raise ConfigError(str(path), "latent_input", f"got {meta['latent_input']!r}; this metaloco knows "
                                                      f"{list(LATENT_INPUTS)}")
     return OnnxPolicy(path=path, sess=sess, meta=meta, obs_dim=obs_dim, latent_dim=latent_dim, n_actions=n_actions)

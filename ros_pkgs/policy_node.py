@@ -169,6 +169,8 @@ class PolicyNode(Node):
             raise ConfigError(str(folder / "prior.json"), "mean", f"prior has {self.prior.dim} dimensions; "
                               f"policy.onnx takes a latent of {self.policy.latent_dim}")
         self.step = PolicyStep(self.policy)
+        self.needs_live_latent = self.policy.latent_input == "adapter"
+        """Fine-tuned on the adapter's estimate (phase 3): no command without a live adaptation/latent."""
         self.joint_names = list(self.policy.meta["joint_names"])
         self.order = JointOrder(self.joint_names)
         self.period = 1.0 / self.cfg.rate_hz if self.cfg.rate_hz > 0 else self.step.control_dt
@@ -290,7 +292,7 @@ class PolicyNode(Node):
             notes.append(f"no cmd_vel for {now - self._command_t:.1f} s: zero velocity")
         elif not np.all(np.isfinite(command)):
             return self._refuse("NaN or infinite value in cmd_vel")
-        if self.policy.latent_input == "adapter":
+        if self.needs_live_latent:
             if (problem := self._no_live_latent(now)) is not None:
                 return self._refuse(problem)
         elif self._latent_t is not None and now - self._latent_t > self.cfg.latent_timeout_s:

@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from metaloco.adaptation.runtime import BEFORE_PHASE3, metadata, session
+from metaloco.adaptation.runtime import BEFORE_PHASE3, latent_input, metadata, session
 from metaloco.paths import launch_dir, models_dir
 from metaloco.ros_pkgs.launch_xml import LaunchError, LaunchFile, NodeLaunch
 from metaloco.sim.scenario import Scenario, load_scenario
@@ -199,7 +199,7 @@ def _latent_input(path: Path) -> str:
     """policy.onnx's `latent_input` ('any' when absent or when the file is missing: the model check says that)."""
     if not path.is_file():
         return "any"
-    return str(metadata(session(path), path, ()).get("latent_input", "any"))
+    return latent_input(metadata(session(path), path, ()))
 
 
 class _Spinner:
