@@ -153,22 +153,35 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def source_commit() -> dict:
+    """The git commit of this source tree, and whether tracked files differ from it (`commit`, `dirty`)."""
+    here = Path(__file__).parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                                cwd=here).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                    text=True, check=True, cwd=here).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": "unknown", "dirty": None}
+    return {"commit": commit, "dirty": dirty}
+
+
 def write_manifest(run: Path, out: Path, command: str) -> dict:
     """manifest.json: sha256 of each artifact, the training command, commit, wall time, steps."""
     state = json.loads((run / "state.json").read_text()) if (run / "state.json").is_file() else {}
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                                cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    started = run / "commit.json"  # written when training started; older runs lack it
+    commit = json.loads(started.read_text()) if started.is_file() else source_commit()
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     manifest = {
         "files": {name: sha256(out / name) for name in ARTIFACTS + (f"{BEFORE_PHASE3}/policy.onnx",)
                   if (out / name).is_file()},
         "command": command,
         "preset": cfg.get("name"),
-        "commit": commit,
+        "commit": commit["commit"],
+        "uncommitted_changes": commit["dirty"],
         "phases": state,
+        "numerics": (json.loads((run / "numerics.json").read_text()) if (run / "numerics.json").is_file()
+                     else None),
         "wall_s": round(sum(p.get("wall_s", 0.0) for p in state.values()), 1),
         "env_steps": sum(p.get("env_steps", 0) for p in state.values()),
         "exported_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import yaml
 
+from metaloco.adaptation import numerics
 from metaloco.adaptation.networks import LatentEncoder, RMAActor, RMAStudent, encoder_input
 from metaloco.adaptation.prior import fit_prior
 from metaloco.adaptation.train_config import TrainConfig, load_train_config
@@ -328,6 +329,43 @@ def fit_latent_prior(cfg: TrainConfig, actor_state: dict, difficulty: float, fol
     return prior
 
 
+def record_numerics(out: Path, log: Callable[[str], None]) -> dict:
+    """Write `OUT/numerics.json` (what `numerics.check` finds) and warn where the run will not reproduce:
+    numerics that are not pinned, or a resumed run whose kernels differ from those it started with."""
+    report = numerics.check()
+    path = out / "numerics.json"
+    started = json.loads(path.read_text()) if path.is_file() else None
+    if started is not None and started["fingerprint"] != report["fingerprint"]:
+        log(f"[numerics] WARNING: this run started with kernels {started['fingerprint']} "
+            f"(MKL_CBWR={started['mkl_cbwr']}, {started['cpu']}) and resumes with {report['fingerprint']} "
+            f"(MKL_CBWR={report['mkl_cbwr']}, {report['cpu']}): it will not match an uninterrupted run")
+        report["resumed_from"] = started
+    warning = numerics.warning(report)
+    if warning:
+        log(f"[numerics] WARNING: {warning}")
+    else:
+        log(f"[numerics] MKL_CBWR={report['mkl_cbwr']}, kernels {report['fingerprint']} ({report['cpu']})")
+    path.write_text(json.dumps(report, indent=1))
+    return report
+
+
+def record_commit(out: Path, log: Callable[[str], None]) -> None:
+    """Write `OUT/commit.json` when the run starts (the manifest's commit); warn when a resume runs other code."""
+    from metaloco.adaptation.export import source_commit
+
+    now, path = source_commit(), out / "commit.json"
+    if not path.is_file():
+        path.write_text(json.dumps(now))
+        if now["dirty"]:
+            log(f"[commit] WARNING: tracked files differ from commit {now['commit'][:10]}: this run's code is not "
+                "the commit's, and the manifest will say so")
+        return
+    started = json.loads(path.read_text())
+    if started != now:
+        log(f"[commit] WARNING: this run started at {started['commit'][:10]} (uncommitted changes: {started['dirty']}) "
+            f"and resumes at {now['commit'][:10]} (uncommitted changes: {now['dirty']})")
+
+
 def train(preset: str | TrainConfig, out_dir: str | Path, log: Callable[[str], None] | None = None,
           export: bool = True) -> Path:
     """Run every phase (resuming finished or interrupted ones) and export.
@@ -341,10 +379,13 @@ def train(preset: str | TrainConfig, out_dir: str | Path, log: Callable[[str], N
     Returns:
         The run folder.
     """
+    numerics.pin()  # before this process's first matrix product: MKL reads its branch once
     cfg = preset if isinstance(preset, TrainConfig) else load_train_config(preset)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    record_numerics(out, log)
+    record_commit(out, log)
     (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     state_path = out / "state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}

@@ -70,6 +70,9 @@ def cmd_scenario(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from metaloco.adaptation import numerics
+
+    numerics.pin()  # before the training modules load: some of them run MKL on import, and it reads its branch once
     from metaloco.adaptation.train import train
 
     out = args.out or f"runs/{args.preset}"
