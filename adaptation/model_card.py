@@ -216,6 +216,17 @@ def _run_jobs(jobs: list[tuple], workers: int, progress: Callable[[str], None]) 
         return results
 
 
+def numerics_lines(report: dict | None) -> list[str]:
+    """How to reproduce the run bit for bit: the math library's code path it trained with (adaptation/numerics.py)."""
+    if report is None:
+        return ["- numerics: not recorded (a run from before the numerics were pinned): MKL chose its kernels by CPU, "
+                "so another machine may train a different policy from the same command."]
+    how = ("pinned" if report.get("pinned") else "**not pinned**: another CPU may train a different policy")
+    return [f"- numerics: MKL_CBWR={report['mkl_cbwr']} ({how}), kernel fingerprint `{report['fingerprint']}`, "
+            f"{report['cpu']}, torch {report['torch']}, {report['torch_threads']} threads. A rerun whose "
+            "`runs/<out>/numerics.json` shows the same fingerprint uses the same kernels."]
+
+
 def write_model_card(run: str | Path, model_dir: str | Path, episodes: int = 2,
                      progress: Callable[[str], None] = print, workers: int | None = None) -> Path:
     """Evaluate every method on every scenario and write MODEL_CARD.md (and training_curve.png) in model_dir.
@@ -264,6 +275,10 @@ def write_model_card(run: str | Path, model_dir: str | Path, episodes: int = 2,
         f"- commit: `{manifest['commit']}`; wall time {manifest['wall_s'] / 60:.1f} min on a 2-core CPU machine;",
         f"  {manifest['env_steps'] / 1e6:.2f} M environment steps in all.",
     ]
+    if manifest.get("uncommitted_changes"):
+        lines.append("- **the run's tracked files differed from that commit**: the command at the commit may not "
+                     "give these models.")
+    lines += numerics_lines(manifest.get("numerics"))
     for phase, info in phases.items():
         lines.append(f"- {phase}: {info['iterations']} iterations, {info['env_steps'] / 1e6:.2f} M steps, "
                      f"{info['wall_s'] / 60:.1f} min, final curriculum difficulty {info['difficulty']:.2f}")

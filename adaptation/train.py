@@ -283,9 +283,10 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
                 torch.save({"alg": runner.alg.save(), "iteration": it, "wall_s": wall, "difficulty": difficulty}, tmp)
                 os.replace(tmp, ckpt_path)
                 eta = wall / it * (total_iterations - it) / 60
-                log(f"[{name}] it {it}/{total_iterations} | {it * steps_per_it / 1e6:.2f}M steps | return {ret:.3f} | "
-                    f"episode {length:.0f} steps | falls {fall_rate:.0%} | tracking {tracking:.2f} | difficulty {difficulty:.2f} | "
-                    f"{wall / 60:.1f} min, ETA {eta:.1f} min")
+                episode_stats = (f"return {ret:.3f} | episode {length:.0f} steps | falls {fall_rate:.0%} | "
+                                 f"tracking {tracking:.2f}" if episodes else "no episode ended")
+                log(f"[{name}] it {it}/{total_iterations} | {it * steps_per_it / 1e6:.2f}M steps | {episode_stats} | "
+                    f"difficulty {difficulty:.2f} | {wall / 60:.1f} min, ETA {eta:.1f} min")
         return PhaseResult(iterations=it, env_steps=it * steps_per_it, wall_s=wall, difficulty=difficulty)
     finally:
         venv.close()
