@@ -23,12 +23,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from metaloco.adaptation.evaluate import METHODS, evaluate, run_episode  # noqa: E402
+from metaloco.adaptation.evaluate import METHODS, MethodPolicy, evaluate, run_episode  # noqa: E402
 from metaloco.adaptation.metrics import summarize  # noqa: E402
 from metaloco.adaptation.export import load_run_config  # noqa: E402
-from metaloco.adaptation.runtime import BEFORE_PHASE3  # noqa: E402
+from metaloco.adaptation.runtime import BEFORE_PHASE3, OnnxFunction  # noqa: E402
 from metaloco.paths import config_dir  # noqa: E402
-from metaloco.sim.scenario import load_scenario  # noqa: E402
+from metaloco.sim.env import EnvConfig, LocomotionEnv  # noqa: E402
+from metaloco.sim.scenario import load_scenario, run_scenario  # noqa: E402
 
 
 def held_out_reason(path: Path, cfg) -> str | None:
@@ -130,6 +131,90 @@ def latent_effect_section(effects: dict[str, dict]) -> list[str]:
     return lines + [""]
 
 
+BREAKDOWN_SCENARIO = "nominal_flat"
+"""The scenario whose return the card splits into its reward terms."""
+
+
+def reward_breakdown(path: Path, method: str, model_dir: Path) -> dict[str, float]:
+    """Where one episode's return goes (episode 0): each weighted reward term summed over it, and the return.
+
+    The return can exceed the terms' sum: legged_gym's clip of each step's total at zero (`only_positive`).
+    """
+    _, trace, _ = run_episode(load_scenario(path), method, model_dir, 0)
+    return {**trace.reward_terms, "return": float(trace.reward.sum())}
+
+
+def reward_breakdown_section(breakdowns: dict[str, dict[str, float]]) -> list[str]:
+    """A table of `reward_breakdown` per method (rows) and term (columns)."""
+    terms = list(dict.fromkeys(k for b in breakdowns.values() for k in b if k != "return"))
+    lines = [f"## Where the return goes ({BREAKDOWN_SCENARIO}, one episode)", "",
+             "Each weighted reward term summed over the episode. Two policies that track the command equally well",
+             "can still differ here: a gait that bounces (`lin_vel_z`), rocks (`ang_vel_xy`, `orientation`) or turns",
+             "off the commanded yaw rate (`tracking_ang_vel`) scores less. The return can exceed the sum of the",
+             "terms: each step's total is clipped at zero.", "",
+             "| method | " + " | ".join(terms) + " | return |", "|---" * (len(terms) + 2) + "|"]
+    for label, b in breakdowns.items():
+        lines.append(f"| {label} | " + " | ".join(f"{b.get(t, 0.0):.2f}" for t in terms) + f" | {b['return']:.2f} |")
+    return lines + [""]
+
+
+def adapter_tracking(path: Path, model_dir: Path) -> dict[str, float | None]:
+    """Does the adapter find the fault? One `adaptive` episode (episode 0) of a scenario with an event.
+
+    At every step: the adapter's raw estimate (before the prior) and the true latent mu(privileged). The target
+    is the true latent 0.5-1.5 s after the first event; the estimate's distance from it is measured over the
+    second before the event, over 0.5-1.5 s after it, and over 3-5 s after it (each window's mean estimate).
+
+    Returns:
+        {"true_shift": how far the true latent moved (mean over 0.5-1.5 s after minus the second before),
+        "error_before", "error_after", "error_late"}; a window the robot did not reach (it fell) is None.
+    """
+    scenario = load_scenario(path)
+    event_t = scenario.events[0].t
+    env = LocomotionEnv(EnvConfig(robot=scenario.robot.name, randomize_tasks=False), seed=scenario.seed,
+                        robot_cfg=scenario.robot)
+    times, estimates, truths = [], [], []
+    try:
+        policy = MethodPolicy("adaptive", Path(model_dir), scenario, env.dt)
+        encoder = OnnxFunction(Path(model_dir) / "encoder.onnx")
+
+        def act(obs: np.ndarray, info: dict) -> np.ndarray:
+            action = policy(obs, info)
+            times.append(policy.steps * env.dt)
+            estimates.append(policy.adapter(policy.history.array()))
+            truths.append(encoder(info["privileged"]))
+            return action
+
+        run_scenario(scenario, act, env=env)
+    finally:
+        env.close()
+    t, estimates, truths = np.array(times), np.array(estimates), np.array(truths)
+    windows = {"before": (event_t - 1.0, event_t), "after": (event_t + 0.5, event_t + 1.5),
+               "late": (event_t + 3.0, event_t + 5.0)}
+    masks = {name: (t > lo) & (t < hi) for name, (lo, hi) in windows.items()}
+    if not masks["after"].any():
+        return {"true_shift": None, "error_before": None, "error_after": None, "error_late": None}
+    target = truths[masks["after"]].mean(axis=0)
+    error = {name: float(np.linalg.norm(estimates[m].mean(axis=0) - target)) if m.any() else None
+             for name, m in masks.items()}
+    return {"true_shift": float(np.linalg.norm(target - truths[masks["before"]].mean(axis=0))),
+            "error_before": error["before"], "error_after": error["after"], "error_late": error["late"]}
+
+
+def adapter_tracking_section(tracking: dict[str, dict]) -> list[str]:
+    """A table of `adapter_tracking` per fault scenario."""
+    lines = ["## Does the adapter find the fault?", "",
+             "One `adaptive` episode per fault scenario. The distance of the adapter's estimate (window mean, before",
+             "the prior) from the true latent after the fault: in the second before the fault, 0.5-1.5 s after it and",
+             "3-5 s after it. An adapter that finds the fault brings this from about the true shift toward zero.", "",
+             "| scenario | true latent shift | error before | error 0.5-1.5 s after | error 3-5 s after |",
+             "|---|---|---|---|---|"]
+    for name, r in tracking.items():
+        lines.append(f"| {name} | " + " | ".join("fell" if r[k] is None else f"{r[k]:.2f}" for k in
+                                                ("true_shift", "error_before", "error_after", "error_late")) + " |")
+    return lines + [""]
+
+
 def _clearly_above(adaptive: dict, *baselines: dict) -> bool:
     """adaptive's return is at least CLEARLY_ABOVE times the best baseline's (or above it, if that is <= 0)."""
     best = max(b["return_mean"] for b in baselines)
@@ -201,6 +286,10 @@ def _job(kind: str, path: Path, method: str, model_dir: Path, episodes: int):
         return evaluate(path, method, episodes, model_dir)
     if kind == "undamaged":
         return undamaged_return(path, model_dir, episodes)
+    if kind == "breakdown":
+        return reward_breakdown(path, method, model_dir)
+    if kind == "tracking":
+        return adapter_tracking(path, model_dir)
     return latent_effect(path, model_dir)
 
 
@@ -249,11 +338,20 @@ def write_model_card(run: str | Path, model_dir: str | Path, episodes: int = 2,
         jobs += [("eval", p, m, before_dir, episodes) for p in paths for m in ("adaptive", "nominal", "oracle")]
     jobs += [("undamaged", p, "nominal", probe_dir, episodes) for p in faults]
     jobs += [("effect", p, "oracle", probe_dir, episodes) for p in faults]
+    flat = config_dir() / "scenarios" / f"{BREAKDOWN_SCENARIO}.yaml"
+    jobs += [("breakdown", flat, m, model_dir, 1) for m in METHODS]
+    if has_before:
+        jobs += [("breakdown", flat, "nominal", before_dir, 1)]
+    jobs += [("tracking", p, "adaptive", model_dir, 1) for p in faults]
     out = _run_jobs(jobs, workers or os.cpu_count() or 1, progress)
-    results, before, undamaged, effects = {}, {}, {}, {}
+    results, before, undamaged, effects, breakdowns, tracking = {}, {}, {}, {}, {}, {}
     for (kind, path, method, folder, _), value in zip(jobs, out):
         if kind == "eval":
             (before if folder == before_dir else results)[(path.stem, method)] = value
+        elif kind == "breakdown":
+            breakdowns["nominal (phase 1's pi)" if folder == before_dir else method] = value
+        elif kind == "tracking":
+            tracking[path.stem] = value
         else:
             (undamaged if kind == "undamaged" else effects)[path.stem] = value
     rows = [(p.stem, held_out_reason(p, cfg)) for p in paths]
@@ -335,6 +433,8 @@ def write_model_card(run: str | Path, model_dir: str | Path, episodes: int = 2,
         lines += ["The fault's cost ('without the fault nominal scores ...') is measured with phase 1's pi, and so is",
                   "the table below.", ""]
     lines += latent_effect_section(effects)
+    lines += adapter_tracking_section(tracking)
+    lines += reward_breakdown_section(breakdowns)
     card = model_dir / "MODEL_CARD.md"
     card.write_text("\n".join(lines) + "\n")
     return card

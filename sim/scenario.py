@@ -256,6 +256,8 @@ class Trace:
     joint_vel: np.ndarray
     fell: bool
     events_s: list[float]
+    reward_terms: dict[str, float] = field(default_factory=dict)
+    """Each weighted reward term summed over the run (before the step total is clipped at zero)."""
 
 
 def run_scenario(scenario: Scenario, policy: Callable[[np.ndarray, dict], np.ndarray], env=None,
@@ -286,6 +288,7 @@ def run_scenario(scenario: Scenario, policy: Callable[[np.ndarray, dict], np.nda
     pending = list(scenario.events)
     steps = int(round(scenario.duration_s / env.dt))
     rows: dict[str, list] = {k: [] for k in ("t", "command", "lin_vel_base", "base_pos", "reward", "torques", "qd")}
+    terms: dict[str, float] = {}
     fell = False
     for k in range(steps):
         t = k * env.dt
@@ -300,6 +303,8 @@ def run_scenario(scenario: Scenario, policy: Callable[[np.ndarray, dict], np.nda
                            ("base_pos", info["base_pos"]), ("reward", reward), ("torques", env.robot._tau.copy()),
                            ("qd", env.robot._qd.copy())):
             rows[key].append(value)
+        for name, value in info["reward_terms"].items():
+            terms[name] = terms.get(name, 0.0) + value
         if terminated:
             fell = True
             break
@@ -308,4 +313,5 @@ def run_scenario(scenario: Scenario, policy: Callable[[np.ndarray, dict], np.nda
     return Trace(t=np.asarray(rows["t"]), command=np.asarray(rows["command"]),
                  lin_vel_base=np.asarray(rows["lin_vel_base"]), base_pos=np.asarray(rows["base_pos"]),
                  reward=np.asarray(rows["reward"]), torques=np.asarray(rows["torques"]),
-                 joint_vel=np.asarray(rows["qd"]), fell=fell, events_s=[e.t for e in scenario.events])
+                 joint_vel=np.asarray(rows["qd"]), fell=fell, events_s=[e.t for e in scenario.events],
+                 reward_terms=terms)

@@ -55,3 +55,17 @@ def test_with_phase_3_the_verdict_also_reads_against_phase_1s_policy():
     line = targets_section(_results(12.0, 5.0, 6.0, 6.5), rows, None, {**before, ("fr_knee_locked", "oracle"): _cell(14.0),
                                                                         ("fr_knee_locked", "nominal"): _cell(11.6)})[2]
     assert "86% of its oracle (14.00: **NOT met**)" in line and "its nominal (11.60) and robust: **NO**" in line
+
+
+def test_the_diagnostic_tables_show_every_term_and_a_fall():
+    from metaloco.adaptation.model_card import adapter_tracking_section, reward_breakdown_section
+
+    lines = reward_breakdown_section({"adaptive": {"tracking_lin_vel": 12.0, "lin_vel_z": -1.06, "return": 11.0},
+                                      "robust": {"tracking_lin_vel": 13.4, "orientation": -0.28, "return": 15.3}})
+    assert "| method | tracking_lin_vel | lin_vel_z | orientation | return |" in lines
+    assert "| adaptive | 12.00 | -1.06 | 0.00 | 11.00 |" in lines and "| robust | 13.40 | 0.00 | -0.28 | 15.30 |" in lines
+    lines = adapter_tracking_section({"fl_hip_bias": {"true_shift": 1.3, "error_before": 3.19, "error_after": 1.29,
+                                                      "error_late": 0.76},
+                                      "rl_thigh_limp": {"true_shift": 3.5, "error_before": 4.2, "error_after": 7.1,
+                                                        "error_late": None}})
+    assert "| fl_hip_bias | 1.30 | 3.19 | 1.29 | 0.76 |" in lines and "| rl_thigh_limp | 3.50 | 4.20 | 7.10 | fell |" in lines

@@ -8,6 +8,8 @@ import pytest
 
 from metaloco.hardware.robot_config import load_robot
 from metaloco.schema import ConfigError
+from metaloco.sim.env import EnvConfig, LocomotionEnv
+from metaloco.sim.reward import RewardConfig
 from metaloco.sim.scenario import event_from_json, load_scenario, run_scenario
 
 STARTERS = sorted(glob.glob(str(Path(__file__).parents[2] / "config" / "scenarios" / "*.yaml")))
@@ -26,6 +28,21 @@ def test_every_starter_scenario_loads_and_runs_to_its_end(path):
     assert not trace.fell, f"{scenario.name}: the bare gait generator fell"
     assert len(trace.t) == int(round(scenario.duration_s / scenario.robot.control_dt))
     assert trace.t[-1] == pytest.approx(scenario.duration_s)
+
+
+def test_the_trace_splits_the_return_into_its_reward_terms():
+    scenario = load_scenario("nominal_flat")
+    clipped = run_scenario(scenario, lambda obs, info: np.zeros(15))
+    terms = clipped.reward_terms
+    assert {"tracking_lin_vel", "tracking_ang_vel", "lin_vel_z", "orientation", "torques"} <= set(terms)
+    assert terms["tracking_lin_vel"] > 0 and terms["torques"] < 0
+    assert clipped.reward.sum() >= sum(terms.values()) - 1e-9  # each step's total is clipped at zero
+    env = LocomotionEnv(EnvConfig(randomize_tasks=False, reward=RewardConfig(only_positive=False)),
+                        robot_cfg=scenario.robot)
+    unclipped = run_scenario(scenario, lambda obs, info: np.zeros(15), env=env)
+    env.close()
+    assert unclipped.reward_terms == pytest.approx(terms)
+    assert unclipped.reward.sum() == pytest.approx(sum(terms.values()))
 
 
 def test_events_resolve_to_complete_specs():
