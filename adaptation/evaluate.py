@@ -13,6 +13,7 @@ trial recordings.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Callable
@@ -20,9 +21,10 @@ from typing import Callable
 import numpy as np
 
 from metaloco.adaptation.estimator import LatentEstimator
-from metaloco.adaptation.metrics import EpisodeSeries, stride_average, summarize
+from metaloco.adaptation.metrics import EpisodeSeries, episode_metrics, stride_average, summarize
 from metaloco.adaptation.prior import LatentPrior
 from metaloco.adaptation.runtime import BEFORE_PHASE3, OnnxFunction, load_adapter, load_policy
+from metaloco.hardware.robot_config import RobotConfig
 from metaloco.paths import models_dir
 from metaloco.schema import ConfigError
 from metaloco.sim.env import EnvConfig, LocomotionEnv
@@ -37,11 +39,11 @@ ADAPT_PERIOD_S = 0.1
 class MethodPolicy:
     """A method as a callable (obs, info) -> action, with the latents it used."""
 
-    def __init__(self, method: str, model_dir: Path, scenario: Scenario, dt: float):
+    def __init__(self, method: str, model_dir: Path, robot: RobotConfig, dt: float):
         if method not in METHODS:
             raise ConfigError("--method", "method", f"got {method!r}; allowed values are {list(METHODS)}")
         self.method = method
-        self.policy = load_policy(model_dir, scenario.robot)
+        self.policy = load_policy(model_dir, robot)
         self.prior = LatentPrior.load(model_dir / "prior.json")
         self.latent = self.prior.nominal.copy()
         self.latents: list[np.ndarray] = []
@@ -81,7 +83,7 @@ def run_episode(scenario: Scenario, method: str, model_dir: Path, episode: int =
     env = LocomotionEnv(EnvConfig(robot=scenario.robot.name, randomize_tasks=False), seed=scenario.seed + episode,
                         robot_cfg=scenario.robot)
     try:
-        policy = MethodPolicy(method, Path(model_dir), scenario, env.dt)
+        policy = MethodPolicy(method, Path(model_dir), scenario.robot, env.dt)
 
         def act(obs: np.ndarray, info: dict) -> np.ndarray:
             action = policy(obs, info)
@@ -137,6 +139,62 @@ def evaluate(scenario_path: str | Path, method: str, episodes: int = 1, model_di
         if isinstance(result.get(key), float):
             result[key] = round(result[key], 4)
     return result
+
+
+FAMILY_SEED = 10_000
+"""Episode i of `evaluate_family` draws its task and commands with seed FAMILY_SEED + i, whatever the method."""
+
+
+def evaluate_family(method: str, model_dir: str | Path, env_cfg: EnvConfig, difficulty: float,
+                    episodes: int) -> dict:
+    """A method on tasks drawn from the training family, as in training: a random task per episode (terrain,
+    dynamics, a fault with its onset), commands resampled on the training schedule, until a fall or the time
+    limit. Episode i uses the same task and commands for every method, so methods compare pairwise.
+
+    Args:
+        method: adaptive, nominal, robust or oracle.
+        model_dir: Exported models.
+        env_cfg: The run's env config (its task ranges, commands and episode length).
+        difficulty: Curriculum level in [0, 1] the tasks are drawn at.
+        episodes: Episodes (tasks).
+
+    Returns:
+        {"method", "difficulty", "episodes", "return_mean", "return_sem" (standard error of the mean), "falls",
+        "tracking_error_mps", "returns" (one per episode, in episode order)}.
+    """
+    cfg = dataclasses.replace(env_cfg, randomize_tasks=True)
+    returns, errors, falls = [], [], 0
+    for i in range(episodes):
+        env = LocomotionEnv(cfg, seed=FAMILY_SEED + i)
+        try:
+            env.set_difficulty(difficulty)
+            obs, info = env.reset(seed=FAMILY_SEED + i)
+            policy = MethodPolicy(method, Path(model_dir), env.robot_cfg, env.dt)
+            rows: dict[str, list] = {"t": [], "cmd": [], "vx": [], "reward": []}
+            fell = False
+            while True:
+                obs, reward, terminated, truncated, info = env.step(policy(obs, info))
+                for key, value in (("t", info["time_s"]), ("cmd", info["command"][0]),
+                                   ("vx", info["lin_vel_base"][0]), ("reward", reward)):
+                    rows[key].append(value)
+                if terminated or truncated:
+                    fell = bool(terminated)
+                    break
+        finally:
+            env.close()
+        t = np.asarray(rows["t"])
+        fallen = np.zeros(len(t), bool)
+        fallen[-1] = fell
+        vx = stride_average(t, np.asarray(rows["vx"]))
+        m = episode_metrics(EpisodeSeries(t=t, cmd_vx=np.asarray(rows["cmd"]), vx=vx, fallen=fallen, event_times=(),
+                                          reward=np.asarray(rows["reward"])))
+        returns.append(float(m["return"]))
+        errors.append(float(m["tracking_error_mps"]))
+        falls += int(fell)
+    sem = float(np.std(returns, ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else 0.0
+    return {"method": method, "difficulty": difficulty, "episodes": episodes,
+            "return_mean": round(float(np.mean(returns)), 4), "return_sem": round(sem, 4), "falls": falls,
+            "tracking_error_mps": round(float(np.mean(errors)), 4), "returns": [round(r, 4) for r in returns]}
 
 
 def default_progress(line: str) -> None:

@@ -8,7 +8,6 @@ fault or terrain was held out of training.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import multiprocessing
 import os
@@ -21,15 +20,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-import numpy as np  # noqa: E402
-
-from metaloco.adaptation.evaluate import METHODS, MethodPolicy, evaluate, run_episode  # noqa: E402
-from metaloco.adaptation.metrics import summarize  # noqa: E402
+from metaloco.adaptation.card_diagnostics import (  # noqa: E402
+                                                   BREAKDOWN_SCENARIO, FAMILY_DIFFICULTIES, FAMILY_EPISODES,
+                                                   adapter_tracking, adapter_tracking_section, family_section,
+                                                   latent_effect, latent_effect_section, reward_breakdown,
+                                                   reward_breakdown_section, undamaged_return)
+from metaloco.adaptation.evaluate import METHODS, evaluate, evaluate_family  # noqa: E402
 from metaloco.adaptation.export import load_run_config  # noqa: E402
-from metaloco.adaptation.runtime import BEFORE_PHASE3, OnnxFunction  # noqa: E402
+from metaloco.adaptation.runtime import BEFORE_PHASE3  # noqa: E402
 from metaloco.paths import config_dir  # noqa: E402
-from metaloco.sim.env import EnvConfig, LocomotionEnv  # noqa: E402
-from metaloco.sim.scenario import load_scenario, run_scenario  # noqa: E402
+from metaloco.sim.scenario import load_scenario  # noqa: E402
 
 
 def held_out_reason(path: Path, cfg) -> str | None:
@@ -84,135 +84,6 @@ CLEARLY_ABOVE = 1.05
 """'Clearly above' in the targets: a return at least 5% above the better of nominal and robust (two episodes
 per cell; differences of a percent or two are noise)."""
 FAULT_SCENARIOS = ("fr_knee_locked", "rl_thigh_limp", "fl_knee_weak", "fl_hip_bias", "knee_locked_then_ice")
-
-
-def undamaged_return(path: Path, model_dir: Path, episodes: int) -> float | None:
-    """Mean return of `nominal` on a scenario with its events removed: what the fault could cost at most.
-
-    A fault scenario can only show adaptation "clearly above nominal" if the fault costs the nominal latent
-    more than that margin; this is the ceiling the comparison is read against.
-    """
-    scenario = dataclasses.replace(load_scenario(path), events=[])
-    series = [run_episode(scenario, "nominal", model_dir, i)[0] for i in range(episodes)]
-    return summarize(scenario.name, "nominal", series)["return_mean"]
-
-
-def latent_effect(path: Path, model_dir: Path) -> dict[str, float]:
-    """Does the policy act on z? One `oracle` episode; after the first event, at every step, how far the true
-    latent is from the nominal one and how much the policy's action changes between the two.
-
-    Returns:
-        {"latent_shift": mean |z_true - z_nominal|, "action_shift": mean over steps and outputs of
-        |pi(obs, z_true) - pi(obs, z_nominal)|, "action_spread": mean per-output std of the actions taken}.
-    """
-    scenario = load_scenario(path)
-    shifts, actions = [], []
-
-    def observe(obs, action, oracle):
-        shifts.append(np.abs(action - oracle.policy(obs, oracle.prior.nominal)).mean())
-        actions.append(action)
-
-    _, _, oracle = run_episode(scenario, "oracle", model_dir, 0, observe=observe)
-    latents = np.linalg.norm(np.array(oracle.latents) - oracle.prior.nominal, axis=1)  # one per step
-    start = int(round(scenario.events[0].t / oracle.dt)) if scenario.events else 0
-    return {"latent_shift": float(np.mean(latents[start:])), "action_shift": float(np.mean(shifts[start:])),
-            "action_spread": float(np.std(np.array(actions), axis=0).mean())}
-
-
-def latent_effect_section(effects: dict[str, dict]) -> list[str]:
-    """A table of `latent_effect` per fault scenario."""
-    lines = ["## Does the policy act on the latent?", "",
-             "One `oracle` episode per fault scenario. After the event, at every step: the distance of the true",
-             "latent from the nominal one, and how much the action changes when the policy is given the nominal",
-             "latent instead (mean over outputs); for scale, the spread (std) of the actions over the episode.", "",
-             "| scenario | latent shift | action shift | action spread |", "|---|---|---|---|"]
-    for name, e in effects.items():
-        lines.append(f"| {name} | {e['latent_shift']:.2f} | {e['action_shift']:.3f} | {e['action_spread']:.3f} |")
-    return lines + [""]
-
-
-BREAKDOWN_SCENARIO = "nominal_flat"
-"""The scenario whose return the card splits into its reward terms."""
-
-
-def reward_breakdown(path: Path, method: str, model_dir: Path) -> dict[str, float]:
-    """Where one episode's return goes (episode 0): each weighted reward term summed over it, and the return.
-
-    The return can exceed the terms' sum: legged_gym's clip of each step's total at zero (`only_positive`).
-    """
-    _, trace, _ = run_episode(load_scenario(path), method, model_dir, 0)
-    return {**trace.reward_terms, "return": float(trace.reward.sum())}
-
-
-def reward_breakdown_section(breakdowns: dict[str, dict[str, float]]) -> list[str]:
-    """A table of `reward_breakdown` per method (rows) and term (columns)."""
-    terms = list(dict.fromkeys(k for b in breakdowns.values() for k in b if k != "return"))
-    lines = [f"## Where the return goes ({BREAKDOWN_SCENARIO}, one episode)", "",
-             "Each weighted reward term summed over the episode. Two policies that track the command equally well",
-             "can still differ here: a gait that bounces (`lin_vel_z`), rocks (`ang_vel_xy`, `orientation`) or turns",
-             "off the commanded yaw rate (`tracking_ang_vel`) scores less. The return can exceed the sum of the",
-             "terms: each step's total is clipped at zero.", "",
-             "| method | " + " | ".join(terms) + " | return |", "|---" * (len(terms) + 2) + "|"]
-    for label, b in breakdowns.items():
-        lines.append(f"| {label} | " + " | ".join(f"{b.get(t, 0.0):.2f}" for t in terms) + f" | {b['return']:.2f} |")
-    return lines + [""]
-
-
-def adapter_tracking(path: Path, model_dir: Path) -> dict[str, float | None]:
-    """Does the adapter find the fault? One `adaptive` episode (episode 0) of a scenario with an event.
-
-    At every step: the adapter's raw estimate (before the prior) and the true latent mu(privileged). The target
-    is the true latent 0.5-1.5 s after the first event; the estimate's distance from it is measured over the
-    second before the event, over 0.5-1.5 s after it, and over 3-5 s after it (each window's mean estimate).
-
-    Returns:
-        {"true_shift": how far the true latent moved (mean over 0.5-1.5 s after minus the second before),
-        "error_before", "error_after", "error_late"}; a window the robot did not reach (it fell) is None.
-    """
-    scenario = load_scenario(path)
-    event_t = scenario.events[0].t
-    env = LocomotionEnv(EnvConfig(robot=scenario.robot.name, randomize_tasks=False), seed=scenario.seed,
-                        robot_cfg=scenario.robot)
-    times, estimates, truths = [], [], []
-    try:
-        policy = MethodPolicy("adaptive", Path(model_dir), scenario, env.dt)
-        encoder = OnnxFunction(Path(model_dir) / "encoder.onnx")
-
-        def act(obs: np.ndarray, info: dict) -> np.ndarray:
-            action = policy(obs, info)
-            times.append(policy.steps * env.dt)
-            estimates.append(policy.adapter(policy.history.array()))
-            truths.append(encoder(info["privileged"]))
-            return action
-
-        run_scenario(scenario, act, env=env)
-    finally:
-        env.close()
-    t, estimates, truths = np.array(times), np.array(estimates), np.array(truths)
-    windows = {"before": (event_t - 1.0, event_t), "after": (event_t + 0.5, event_t + 1.5),
-               "late": (event_t + 3.0, event_t + 5.0)}
-    masks = {name: (t > lo) & (t < hi) for name, (lo, hi) in windows.items()}
-    if not masks["after"].any():
-        return {"true_shift": None, "error_before": None, "error_after": None, "error_late": None}
-    target = truths[masks["after"]].mean(axis=0)
-    error = {name: float(np.linalg.norm(estimates[m].mean(axis=0) - target)) if m.any() else None
-             for name, m in masks.items()}
-    return {"true_shift": float(np.linalg.norm(target - truths[masks["before"]].mean(axis=0))),
-            "error_before": error["before"], "error_after": error["after"], "error_late": error["late"]}
-
-
-def adapter_tracking_section(tracking: dict[str, dict]) -> list[str]:
-    """A table of `adapter_tracking` per fault scenario."""
-    lines = ["## Does the adapter find the fault?", "",
-             "One `adaptive` episode per fault scenario. The distance of the adapter's estimate (window mean, before",
-             "the prior) from the true latent after the fault: in the second before the fault, 0.5-1.5 s after it and",
-             "3-5 s after it. An adapter that finds the fault brings this from about the true shift toward zero.", "",
-             "| scenario | true latent shift | error before | error 0.5-1.5 s after | error 3-5 s after |",
-             "|---|---|---|---|---|"]
-    for name, r in tracking.items():
-        lines.append(f"| {name} | " + " | ".join("fell" if r[k] is None else f"{r[k]:.2f}" for k in
-                                                ("true_shift", "error_before", "error_after", "error_late")) + " |")
-    return lines + [""]
 
 
 def _clearly_above(adaptive: dict, *baselines: dict) -> bool:
@@ -290,7 +161,14 @@ def _job(kind: str, path: Path, method: str, model_dir: Path, episodes: int):
         return reward_breakdown(path, method, model_dir)
     if kind == "tracking":
         return adapter_tracking(path, model_dir)
+    if kind == "family":
+        env_cfg, difficulty = path
+        return evaluate_family(method, model_dir, env_cfg, difficulty, episodes)
     return latent_effect(path, model_dir)
+
+
+def _job_name(kind: str, path) -> str:
+    return f"difficulty {path[1]}" if kind == "family" else path.stem
 
 
 def _run_jobs(jobs: list[tuple], workers: int, progress: Callable[[str], None]) -> list:
@@ -301,7 +179,7 @@ def _run_jobs(jobs: list[tuple], workers: int, progress: Callable[[str], None]) 
         results = []
         for (kind, path, method, model_dir, _), future in zip(jobs, futures):
             results.append(future.result())
-            progress(f"[card] {len(results)}/{len(jobs)} {kind} {path.stem} {method} ({model_dir.name})")
+            progress(f"[card] {len(results)}/{len(jobs)} {kind} {_job_name(kind, path)} {method} ({model_dir.name})")
         return results
 
 
@@ -343,8 +221,12 @@ def write_model_card(run: str | Path, model_dir: str | Path, episodes: int = 2,
     if has_before:
         jobs += [("breakdown", flat, "nominal", before_dir, 1)]
     jobs += [("tracking", p, "adaptive", model_dir, 1) for p in faults]
+    for level in FAMILY_DIFFICULTIES:
+        jobs += [("family", (cfg.env, level), m, model_dir, FAMILY_EPISODES) for m in METHODS]
+        if has_before:
+            jobs += [("family", (cfg.env, level), m, before_dir, FAMILY_EPISODES) for m in ("nominal", "oracle")]
     out = _run_jobs(jobs, workers or os.cpu_count() or 1, progress)
-    results, before, undamaged, effects, breakdowns, tracking = {}, {}, {}, {}, {}, {}
+    results, before, undamaged, effects, breakdowns, tracking, family = {}, {}, {}, {}, {}, {}, {}
     for (kind, path, method, folder, _), value in zip(jobs, out):
         if kind == "eval":
             (before if folder == before_dir else results)[(path.stem, method)] = value
@@ -352,6 +234,8 @@ def write_model_card(run: str | Path, model_dir: str | Path, episodes: int = 2,
             breakdowns["nominal (phase 1's pi)" if folder == before_dir else method] = value
         elif kind == "tracking":
             tracking[path.stem] = value
+        elif kind == "family":
+            family[(path[1], f"{method} (phase 1's pi)" if folder == before_dir else method)] = value
         else:
             (undamaged if kind == "undamaged" else effects)[path.stem] = value
     rows = [(p.stem, held_out_reason(p, cfg)) for p in paths]
@@ -428,6 +312,7 @@ def write_model_card(run: str | Path, model_dir: str | Path, episodes: int = 2,
             lines += [_result_row(name, f"{method} (phase 1's pi)", before[(name, method)])
                       for method in ("adaptive", "nominal", "oracle")]
         lines.append("")
+    lines += family_section(family)
     lines += targets_section(results, rows, undamaged, before)
     if has_before:
         lines += ["The fault's cost ('without the fault nominal scores ...') is measured with phase 1's pi, and so is",

@@ -35,7 +35,7 @@ def test_the_verdict_says_how_much_the_fault_cost_nominal_and_how_much_adaptatio
 def test_the_latent_effect_probe_is_zero_without_a_fault_and_not_with_one():
     from pathlib import Path
 
-    from metaloco.adaptation.model_card import latent_effect
+    from metaloco.adaptation.card_diagnostics import latent_effect
     from metaloco.paths import config_dir
 
     models = Path(__file__).parents[2] / "models" / "a1"
@@ -58,14 +58,31 @@ def test_with_phase_3_the_verdict_also_reads_against_phase_1s_policy():
 
 
 def test_the_diagnostic_tables_show_every_term_and_a_fall():
-    from metaloco.adaptation.model_card import adapter_tracking_section, reward_breakdown_section
+    from metaloco.adaptation.card_diagnostics import adapter_tracking_section, reward_breakdown_section
 
     lines = reward_breakdown_section({"adaptive": {"tracking_lin_vel": 12.0, "lin_vel_z": -1.06, "return": 11.0},
                                       "robust": {"tracking_lin_vel": 13.4, "orientation": -0.28, "return": 15.3}})
     assert "| method | tracking_lin_vel | lin_vel_z | orientation | return |" in lines
-    assert "| adaptive | 12.00 | -1.06 | 0.00 | 11.00 |" in lines and "| robust | 13.40 | 0.00 | -0.28 | 15.30 |" in lines
+    assert "| adaptive | 12.00 | -1.06 | 0.00 | 11.00 |" in lines
+    assert "| robust | 13.40 | 0.00 | -0.28 | 15.30 |" in lines
     lines = adapter_tracking_section({"fl_hip_bias": {"true_shift": 1.3, "error_before": 3.19, "error_after": 1.29,
                                                       "error_late": 0.76},
                                       "rl_thigh_limp": {"true_shift": 3.5, "error_before": 4.2, "error_after": 7.1,
                                                         "error_late": None}})
-    assert "| fl_hip_bias | 1.30 | 3.19 | 1.29 | 0.76 |" in lines and "| rl_thigh_limp | 3.50 | 4.20 | 7.10 | fell |" in lines
+    assert "| fl_hip_bias | 1.30 | 3.19 | 1.29 | 0.76 |" in lines
+    assert "| rl_thigh_limp | 3.50 | 4.20 | 7.10 | fell |" in lines
+
+
+def test_the_family_table_pairs_adaptive_with_each_method_task_by_task():
+    from metaloco.adaptation.card_diagnostics import family_section
+
+    def cell(method, returns, falls=0):
+        return {"method": method, "difficulty": 1.0, "episodes": len(returns),
+                "return_mean": sum(returns) / len(returns),
+                "return_sem": 0.5, "falls": falls, "tracking_error_mps": 0.1, "returns": returns}
+
+    lines = family_section({(1.0, "adaptive"): cell("adaptive", [10.0, 12.0, 20.0]),
+                            (1.0, "robust"): cell("robust", [8.0, 11.0, 14.0], falls=1)})
+    assert "| 1.0 | adaptive | 14.00 +- 0.50 | 0/3 | 0.10 |  |" in lines
+    # differences 2, 1, 6: mean 3, sample std 2.65, standard error 1.53
+    assert "| 1.0 | robust | 11.00 +- 0.50 | 1/3 | 0.10 | +3.00 +- 1.53 |" in lines

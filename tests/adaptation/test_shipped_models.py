@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from metaloco.adaptation.model_card import adapter_tracking
+from metaloco.adaptation.card_diagnostics import adapter_tracking
 from metaloco.paths import config_dir
 
 MODELS = Path(__file__).parents[2] / "models" / "a1"
