@@ -146,7 +146,7 @@ FAMILY_SEED = 10_000
 
 
 def evaluate_family(method: str, model_dir: str | Path, env_cfg: EnvConfig, difficulty: float,
-                    episodes: int) -> dict:
+                    episodes: int, progress: Callable[[str], None] | None = None) -> dict:
     """A method on tasks drawn from the training family, as in training: a random task per episode (terrain,
     dynamics, a fault with its onset), commands resampled on the training schedule, until a fall or the time
     limit. Episode i uses the same task and commands for every method, so methods compare pairwise.
@@ -157,11 +157,18 @@ def evaluate_family(method: str, model_dir: str | Path, env_cfg: EnvConfig, diff
         env_cfg: The run's env config (its task ranges, commands and episode length).
         difficulty: Curriculum level in [0, 1] the tasks are drawn at.
         episodes: Episodes (tasks).
+        progress: Sink for a line per episode.
 
     Returns:
         {"method", "difficulty", "episodes", "return_mean", "return_sem" (standard error of the mean), "falls",
         "tracking_error_mps", "returns" (one per episode, in episode order)}.
     """
+    if method not in METHODS:
+        raise ConfigError("--method", "method", f"got {method!r}; allowed values are {list(METHODS)}")
+    if episodes < 1:
+        raise ConfigError("--episodes", "episodes", f"must be at least 1, got {episodes}")
+    if not 0.0 <= difficulty <= 1.0:
+        raise ConfigError("--difficulty", "difficulty", f"must be in [0, 1], got {difficulty}")
     cfg = dataclasses.replace(env_cfg, randomize_tasks=True)
     returns, errors, falls = [], [], 0
     for i in range(episodes):
@@ -191,6 +198,9 @@ def evaluate_family(method: str, model_dir: str | Path, env_cfg: EnvConfig, diff
         returns.append(float(m["return"]))
         errors.append(float(m["tracking_error_mps"]))
         falls += int(fell)
+        if progress:
+            progress(f"[eval] family difficulty {difficulty} {method} episode {i + 1}/{episodes}: "
+                     f"{'fell' if fell else 'ok'}, return {returns[-1]:.2f}")
     sem = float(np.std(returns, ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else 0.0
     return {"method": method, "difficulty": difficulty, "episodes": episodes,
             "return_mean": round(float(np.mean(returns)), 4), "return_sem": round(sem, 4), "falls": falls,

@@ -87,9 +87,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from metaloco.adaptation.evaluate import default_progress, evaluate
+    from metaloco.adaptation.evaluate import default_progress, evaluate, evaluate_family
 
-    result = evaluate(args.scenario, args.method, args.episodes, args.model_dir, progress=default_progress)
+    if args.family is None:
+        result = evaluate(args.scenario, args.method, args.episodes, args.model_dir, progress=default_progress)
+        return _emit(result, args.json)
+    from metaloco.adaptation.train_config import load_train_config
+    from metaloco.paths import models_dir
+
+    env = load_train_config(args.family).env
+    result = evaluate_family(args.method, args.model_dir or models_dir() / env.robot, env, args.difficulty,
+                             args.episodes, progress=default_progress)
     return _emit(result, args.json)
 
 
@@ -222,8 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--ship", default=None, metavar="DIR", help="also copy the artifacts into DIR")
     export.set_defaults(func=cmd_export)
 
-    ev = sub.add_parser("eval", help="evaluate a method on a scenario in pybullet with the exported models")
-    ev.add_argument("--scenario", required=True, help="scenario file or name under config/scenarios/")
+    ev = sub.add_parser("eval", help="evaluate a method on a scenario (or on random training tasks) in pybullet "
+                                     "with the exported models")
+    where = ev.add_mutually_exclusive_group(required=True)
+    where.add_argument("--scenario", help="scenario file or name under config/scenarios/")
+    where.add_argument("--family", metavar="PRESET", help="instead: one random task per episode from PRESET's "
+                                                         "training family (config/train/PRESET.yaml), the same "
+                                                         "tasks and commands for every method")
+    ev.add_argument("--difficulty", type=float, default=1.0, help="(--family) curriculum level of the tasks, 0-1")
     ev.add_argument("--method", required=True, choices=["adaptive", "nominal", "robust", "oracle"])
     ev.add_argument("--episodes", type=int, default=1)
     ev.add_argument("--model-dir", default=None, help="exported models (default models/<robot>)")

@@ -47,3 +47,19 @@ def test_eval_refuses_bad_input_naming_it(smoke_run, tmp_path, capsys):
     assert main(["eval", "--scenario", "nominal_flat", "--method", "adaptive",
                  "--model-dir", str(tmp_path / "nowhere")]) == 2
     assert "policy.onnx: model file not found" in capsys.readouterr().err
+
+
+def test_eval_on_the_training_family_prints_its_returns_and_refuses_a_bad_difficulty(smoke_run, capsys):
+    args = ["eval", "--family", "smoke", "--method", "adaptive", "--episodes", "2", "--json",
+            "--model-dir", str(smoke_run / "export")]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out.strip().splitlines()[-1])
+    assert (result["method"], result["difficulty"], result["episodes"]) == ("adaptive", 1.0, 2)
+    assert len(result["returns"]) == 2 and isinstance(result["falls"], int)
+    assert err.count("[eval] family difficulty 1.0 adaptive episode") == 2
+    assert main(args[:-2] + ["--difficulty", "1.5", "--model-dir", str(smoke_run / "export")]) == 2
+    assert "difficulty" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", "--family", "smoke", "--scenario", "ice", "--method", "adaptive"])
+    assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
