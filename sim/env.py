@@ -24,6 +24,9 @@ from metaloco.sim.reward import RewardConfig, compute_reward
 from metaloco.sim.robot import SimRobot
 from metaloco.sim.tasks import JointFault, Task, TaskRanges, TaskSampler, privileged_layout, task_vector
 
+EDGE_MARGIN_M = 0.5
+"""An episode on heightfield terrain ends (as a time-out) when the base comes this close to the field's edge."""
+
 
 @dataclass
 class CommandRanges:
@@ -132,8 +135,9 @@ class LocomotionEnv(gymnasium.Env):
         """Apply one policy action for one control period.
 
         Returns:
-            obs, reward, terminated (fell), truncated (time limit), info with `privileged`, `reward_terms`,
-            `lin_vel_base`, `time_s`, `fell`.
+            obs, reward, terminated (fell), truncated (time limit, or the base within EDGE_MARGIN_M of the
+            terrain's edge), info with `privileged`, `reward_terms`, `lin_vel_base`, `time_s`, `fell`,
+            `left_terrain`.
         """
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (self.n_actions,) or not np.all(np.isfinite(action)):
@@ -161,11 +165,15 @@ class LocomotionEnv(gymnasium.Env):
         self._last_qd = qd
         self.last_action = action
         self._obs = self._observe()
-        truncated = self.steps >= self.max_steps
+        # Heightfield terrain is 8 m wide and 20 m long; past its edge there is no ground. A robot that walks
+        # there has not failed: its episode ends as a time-out (bootstrapped), not a fall.
+        left_terrain = not fell and not self.robot.ground.inside(pos[0], pos[1], EDGE_MARGIN_M)
+        truncated = self.steps >= self.max_steps or left_terrain
         err2 = float((self.command[0] - lin_b[0]) ** 2 + (self.command[1] - lin_b[1]) ** 2)
         info = {"privileged": self.privileged(lin_b), "reward_terms": terms, "lin_vel_base": lin_b,
                 "tracking": math.exp(-err2 / self.cfg.reward.tracking_sigma),
-                "time_s": t, "fell": fell, "base_pos": pos, "command": self.command.copy()}
+                "time_s": t, "fell": fell, "base_pos": pos, "command": self.command.copy(),
+                "left_terrain": left_terrain}
         return self._obs.copy(), reward, fell, truncated and not fell, info
 
     def close(self) -> None:

@@ -38,6 +38,14 @@ class Ground:
     heights: np.ndarray | None = None
     """Heightfield grid [x, y] in metres (None for flat)."""
 
+    def inside(self, x: float, y: float, margin: float = 0.0) -> bool:
+        """Whether (x, y) is on this ground, at least `margin` from its edge (flat ground has none)."""
+        if self.heights is None:
+            return True
+        dx, dy = x - self.origin[0], y - self.origin[1]
+        return (-BEHIND_M + margin <= dx <= LENGTH_M - BEHIND_M - margin
+                and abs(dy) <= WIDTH_M / 2 - margin)
+
     def height_at(self, x: float, y: float) -> float:
         """Ground height under (x, y)."""
         if self.heights is None:

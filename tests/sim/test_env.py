@@ -7,6 +7,7 @@ import pytest
 from metaloco.sim.env import EnvConfig, LocomotionEnv
 from metaloco.sim.scenario import load_scenario, run_scenario
 from metaloco.sim.tasks import DynamicsSpec, JointFault, Task, TerrainSpec
+from metaloco.sim.terrain import WIDTH_M
 
 
 def rollout(seed, steps=60):
@@ -125,6 +126,23 @@ def test_fall_terminates_the_episode():
         if terminated:
             break
     assert terminated and info["fell"]
+    env.close()
+
+
+@pytest.mark.parametrize("terrain", [TerrainSpec(type="rough", roughness_m=0.02), TerrainSpec(type="flat")])
+def test_walking_to_the_edge_of_a_heightfield_is_a_time_out_not_a_fall(terrain):
+    # Past a heightfield's edge there is no ground; a robot carried there by its commands has not failed.
+    env = LocomotionEnv(EnvConfig(randomize_tasks=False))
+    env.reset(options={"task": Task(terrain=terrain), "command": [0, 0, 0]})
+    _, _, terminated, truncated, info = env.step(np.zeros(env.n_actions))
+    assert not (terminated or truncated or info["left_terrain"])
+    origin = env.robot.ground.origin
+    pos, quat = pybullet.getBasePositionAndOrientation(env.robot.body, physicsClientId=env.robot.client)
+    edge = (origin[0] + 2.0, origin[1] - WIDTH_M / 2 + 0.3, pos[2] + env.robot.ground.height_at(2.0, -3.7))
+    pybullet.resetBasePositionAndOrientation(env.robot.body, edge, quat, physicsClientId=env.robot.client)
+    _, _, terminated, truncated, info = env.step(np.zeros(env.n_actions))
+    on_field = terrain.type != "flat"  # flat ground is an unbounded plane
+    assert (truncated, info["left_terrain"]) == (on_field, on_field) and not terminated
     env.close()
 
 
