@@ -22,7 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from metaloco.adaptation.card_diagnostics import (  # noqa: E402
                                                    BREAKDOWN_SCENARIO, FAMILY_DIFFICULTIES, FAMILY_EPISODES,
-                                                   adapter_tracking, adapter_tracking_section, family_section,
+                                                   adapter_tracking, adapter_tracking_section, family_adapter_error,
+                                                   family_section,
                                                    latent_effect, latent_effect_section, reward_breakdown,
                                                    reward_breakdown_section, undamaged_return)
 from metaloco.adaptation.evaluate import METHODS, evaluate, evaluate_family  # noqa: E402
@@ -164,11 +165,14 @@ def _job(kind: str, path: Path, method: str, model_dir: Path, episodes: int):
     if kind == "family":
         env_cfg, difficulty = path
         return evaluate_family(method, model_dir, env_cfg, difficulty, episodes)
+    if kind == "adapter_family":
+        env_cfg, difficulty = path
+        return family_adapter_error(model_dir, env_cfg, difficulty, episodes)
     return latent_effect(path, model_dir)
 
 
 def _job_name(kind: str, path) -> str:
-    return f"difficulty {path[1]}" if kind == "family" else path.stem
+    return f"difficulty {path[1]}" if kind in ("family", "adapter_family") else path.stem
 
 
 def _run_jobs(jobs: list[tuple], workers: int, progress: Callable[[str], None]) -> list:
@@ -189,9 +193,13 @@ def numerics_lines(report: dict | None) -> list[str]:
         return ["- numerics: not recorded (a run from before the numerics were pinned): MKL chose its kernels by CPU, "
                 "so another machine may train a different policy from the same command."]
     how = ("pinned" if report.get("pinned") else "**not pinned**: another CPU may train a different policy")
-    return [f"- numerics: MKL_CBWR={report['mkl_cbwr']} ({how}), kernel fingerprint `{report['fingerprint']}`, "
-            f"{report['cpu']}, torch {report['torch']}, {report['torch_threads']} threads. A rerun whose "
-            "`runs/<out>/numerics.json` shows the same fingerprint uses the same kernels."]
+    layers = report.get("layers")
+    layer_text = (" Other layers: " + ", ".join(f"{k} `{v}`" for k, v in layers.items()) + "." if layers else "")
+    return [f"- numerics: MKL_CBWR={report['mkl_cbwr']} ({how}), torch kernel fingerprint `{report['fingerprint']}`, "
+            f"{report['cpu']}, torch {report['torch']}, {report['torch_threads']} threads.{layer_text} A rerun whose "
+            "`runs/<out>/numerics.json` shows the same fingerprints computes the same numbers in those layers; "
+            "the same torch fingerprint alone is not enough (an AMD EPYC rerun of an Intel Xeon run gave "
+            "a different phase 1 with the same one)."]
 
 
 def write_model_card(run: str | Path, model_dir: str | Path, episodes: int = 2,
@@ -221,14 +229,18 @@ def write_model_card(run: str | Path, model_dir: str | Path, episodes: int = 2,
     if has_before:
         jobs += [("breakdown", flat, "nominal", before_dir, 1)]
     jobs += [("tracking", p, "adaptive", model_dir, 1) for p in faults]
+    jobs += [("adapter_family", (cfg.env, 1.0), "adaptive", model_dir, FAMILY_EPISODES)]
     for level in FAMILY_DIFFICULTIES:
         jobs += [("family", (cfg.env, level), m, model_dir, FAMILY_EPISODES) for m in METHODS]
         if has_before:
             jobs += [("family", (cfg.env, level), m, before_dir, FAMILY_EPISODES) for m in ("nominal", "oracle")]
     out = _run_jobs(jobs, workers or os.cpu_count() or 1, progress)
     results, before, undamaged, effects, breakdowns, tracking, family = {}, {}, {}, {}, {}, {}, {}
+    adapter_family = None
     for (kind, path, method, folder, _), value in zip(jobs, out):
-        if kind == "eval":
+        if kind == "adapter_family":
+            adapter_family = value
+        elif kind == "eval":
             (before if folder == before_dir else results)[(path.stem, method)] = value
         elif kind == "breakdown":
             breakdowns["nominal (phase 1's pi)" if folder == before_dir else method] = value
@@ -318,7 +330,7 @@ def write_model_card(run: str | Path, model_dir: str | Path, episodes: int = 2,
         lines += ["The fault's cost ('without the fault nominal scores ...') is measured with phase 1's pi, and so is",
                   "the table below.", ""]
     lines += latent_effect_section(effects)
-    lines += adapter_tracking_section(tracking)
+    lines += adapter_tracking_section(tracking, adapter_family)
     lines += reward_breakdown_section(breakdowns)
     card = model_dir / "MODEL_CARD.md"
     card.write_text("\n".join(lines) + "\n")

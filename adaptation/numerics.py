@@ -57,6 +57,48 @@ def fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
+def layer_fingerprints() -> dict[str, str]:
+    """Fingerprints of the other layers a run's numbers pass through, each a hash of what it computes on fixed
+    inputs: numpy's vector math (which numpy picks by CPU: SVML on AVX-512, its own kernels or libm
+    elsewhere), the C library's scalar math (`math.*`, glibc picks FMA variants by CPU) and a second of
+    pybullet stepping the A1 (its contact solver). `fingerprint()` covers torch. Two machines whose torch
+    fingerprints agree can still train differently (measured: session 10, Intel Xeon vs AMD EPYC); comparing
+    these says in which layer."""
+    import math
+
+    import numpy as np
+    import pybullet
+    import pybullet_data
+
+    x = np.random.default_rng(0).uniform(-3.0, 3.0, 4096)
+    vector = [np.exp(x), np.sin(x), np.cos(x), np.tanh(x), np.log1p(np.abs(x)), np.arctan2(x, 1.5), x @ x]
+    scalar = [f(v) for v in x[:512].tolist() for f in (math.exp, math.sin, math.cos, math.tanh, math.atan)]
+    client = pybullet.connect(pybullet.DIRECT)
+    try:
+        pybullet.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=client)
+        pybullet.setGravity(0, 0, -9.81, physicsClientId=client)
+        pybullet.setTimeStep(0.005, physicsClientId=client)
+        pybullet.loadURDF("plane.urdf", physicsClientId=client)
+        robot = pybullet.loadURDF("a1/a1.urdf", [0, 0, 0.35], physicsClientId=client)
+        joints = [j for j in range(pybullet.getNumJoints(robot, physicsClientId=client))
+                  if pybullet.getJointInfo(robot, j, physicsClientId=client)[2] == pybullet.JOINT_REVOLUTE]
+        targets = [(-0.1, 0.8, -1.5)[i % 3] for i in range(len(joints))]
+        pybullet.setJointMotorControlArray(robot, joints, pybullet.POSITION_CONTROL, targetPositions=targets,
+                                           forces=[20.0] * len(joints), physicsClientId=client)
+        for _ in range(200):
+            pybullet.stepSimulation(physicsClientId=client)
+        pos, orn = pybullet.getBasePositionAndOrientation(robot, physicsClientId=client)
+        states = [s[:2] for s in pybullet.getJointStates(robot, joints, physicsClientId=client)]
+    finally:
+        pybullet.disconnect(client)
+
+    def digest(values) -> str:
+        return hashlib.sha256(np.asarray(values, dtype=np.float64).tobytes()).hexdigest()[:16]
+
+    return {"numpy": digest(np.concatenate([np.ravel(v) for v in vector])), "libm": digest(scalar),
+            "pybullet": digest([*pos, *orn, *(v for s in states for v in s)])}
+
+
 def _reference_fingerprint() -> str:
     """The fingerprint of a fresh process with the pin in place before its first matrix product."""
     code = "from metaloco.adaptation.numerics import pin, fingerprint; pin(); print(fingerprint())"
@@ -81,7 +123,8 @@ def check() -> dict:
 
     Returns:
         `mkl_cbwr` (the branch in force), `pinned` (that branch is `PINNED_ENV`'s and took effect: this
-        process computes what a freshly pinned one does), `fingerprint`, `cpu`, `torch_threads`, `torch`.
+        process computes what a freshly pinned one does), `fingerprint` (torch), `layers`
+        (`layer_fingerprints()`), `cpu`, `torch_threads`, `torch`.
     """
     import torch
 
@@ -89,8 +132,8 @@ def check() -> dict:
     branch = os.environ.get("MKL_CBWR", "AUTO")
     took_effect = mine == _reference_fingerprint()
     return {"mkl_cbwr": branch, "pinned": took_effect and branch == PINNED_ENV["MKL_CBWR"],
-            "fingerprint": mine, "cpu": _cpu_model(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__}
+            "fingerprint": mine, "layers": layer_fingerprints(), "cpu": _cpu_model(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
 def warning(report: dict) -> str | None:

@@ -39,6 +39,7 @@ from metaloco.adaptation.networks import LatentEncoder, RMAActor, RMAStudent, en
 from metaloco.adaptation.prior import fit_prior
 from metaloco.adaptation.train_config import TrainConfig, load_train_config
 from metaloco.schema import to_dict
+from metaloco.sim.env import EnvConfig
 from metaloco.sim.vec_env import SubprocVecEnv
 
 PHASES = ("phase1", "phase2", "phase3", "robust")
@@ -161,7 +162,8 @@ def make_distillation_runner(cfg: TrainConfig, venv: SubprocVecEnv, teacher_stat
     train_cfg = {
         "num_steps_per_env": cfg.steps_per_env, "save_interval": 10**9,
         "obs_groups": {"student": ["policy", "history"], "teacher": ["policy", "privileged"]},
-        "algorithm": {"class_name": "Distillation", "num_learning_epochs": 4, "gradient_length": cfg.steps_per_env,
+        "algorithm": {"class_name": "Distillation", "num_learning_epochs": cfg.adapter_epochs,
+                      "gradient_length": cfg.adapter_gradient_length or cfg.steps_per_env,
                       "learning_rate": 1e-3, "max_grad_norm": 1.0, "loss_type": "mse"},
         "student": student, "teacher": teacher,
     }
@@ -234,14 +236,16 @@ def _episode_stats(venv: SubprocVecEnv, mark: int) -> tuple[float, float, float,
 
 def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
               make_runner: Callable[[SubprocVecEnv], object], history_length: int = 0,
-              fixed_difficulty: float | None = None, log: Callable[[str], None] = print) -> PhaseResult:
-    """Run (or resume) one training phase to `total_iterations`, checkpointing as it goes."""
+              fixed_difficulty: float | None = None, log: Callable[[str], None] = print,
+              env_cfg: EnvConfig | None = None) -> PhaseResult:
+    """Run (or resume) one training phase to `total_iterations` in `env_cfg` (default `cfg.env`),
+    checkpointing as it goes."""
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     ckpt_path = folder / "checkpoint.pt"
     csv_path = folder / "progress.csv"
     seed_offset = {"phase1": 0, "phase2": 1000, "phase3": 3000, "robust": 2000}[name]
-    venv = SubprocVecEnv(cfg.env, cfg.num_envs, cfg.workers, seed=cfg.seed + seed_offset,
+    venv = SubprocVecEnv(env_cfg or cfg.env, cfg.num_envs, cfg.workers, seed=cfg.seed + seed_offset,
                          history_length=history_length)
     try:
         torch.manual_seed(cfg.seed + seed_offset)
@@ -336,16 +340,20 @@ def record_numerics(out: Path, log: Callable[[str], None]) -> dict:
     report = numerics.check()
     path = out / "numerics.json"
     started = json.loads(path.read_text()) if path.is_file() else None
-    if started is not None and started["fingerprint"] != report["fingerprint"]:
-        log(f"[numerics] WARNING: this run started with kernels {started['fingerprint']} "
+    differ = started is not None and (started["fingerprint"] != report["fingerprint"]
+                                      or started.get("layers", report["layers"]) != report["layers"])
+    if differ:
+        log(f"[numerics] WARNING: this run started with kernels {started['fingerprint']} {started.get('layers', '')} "
             f"(MKL_CBWR={started['mkl_cbwr']}, {started['cpu']}) and resumes with {report['fingerprint']} "
-            f"(MKL_CBWR={report['mkl_cbwr']}, {report['cpu']}): it will not match an uninterrupted run")
+            f"{report['layers']} (MKL_CBWR={report['mkl_cbwr']}, {report['cpu']}): it will not match an "
+            "uninterrupted run")
         report["resumed_from"] = started
     warning = numerics.warning(report)
     if warning:
         log(f"[numerics] WARNING: {warning}")
     else:
-        log(f"[numerics] MKL_CBWR={report['mkl_cbwr']}, kernels {report['fingerprint']} ({report['cpu']})")
+        log(f"[numerics] MKL_CBWR={report['mkl_cbwr']}, kernels {report['fingerprint']} "
+            f"({', '.join(f'{k} {v}' for k, v in report['layers'].items())}; {report['cpu']})")
     path.write_text(json.dumps(report, indent=1))
     return report
 
@@ -400,7 +408,7 @@ def train(preset: str | TrainConfig, out_dir: str | Path, log: Callable[[str], N
     teacher = torch.load(out / "phase1" / "checkpoint.pt", weights_only=True)["alg"]["actor_state_dict"]
     r2 = run_phase("phase2", cfg, out, cfg.phase2_iterations,
                    lambda v: make_distillation_runner(cfg, v, teacher), history_length=cfg.history_length,
-                   fixed_difficulty=r1.difficulty, log=log)
+                   fixed_difficulty=r1.difficulty, log=log, env_cfg=cfg.adapter_env())
     done("phase2", r2)
     if cfg.finetune_iterations > 0:
         student = torch.load(out / "phase2" / "checkpoint.pt", weights_only=True)["alg"]

@@ -86,3 +86,24 @@ def test_a_resume_on_other_kernels_warns_and_keeps_where_it_started(tmp_path):
                for line in lines)
     assert json.loads((tmp_path / "numerics.json").read_text())["resumed_from"] == started
     assert report["fingerprint"] != started["fingerprint"]
+
+
+def test_a_resume_on_the_same_torch_kernels_but_another_physics_layer_warns(tmp_path):
+    """The torch fingerprint alone missed a CPU change once (Intel Xeon -> AMD EPYC); the layers catch it."""
+    here = numerics.check()
+    started = {**here, "layers": {**here["layers"], "pybullet": "0000000000000000"}}
+    (tmp_path / "numerics.json").write_text(json.dumps(started))
+    lines: list[str] = []
+    record_numerics(tmp_path, lines.append)
+    assert any("not match an uninterrupted run" in line and "0000000000000000" in line for line in lines)
+
+
+def test_layer_fingerprints_are_the_same_in_a_fresh_process_and_follow_the_cpu_features_in_use():
+    code = "from metaloco.adaptation.numerics import layer_fingerprints as f; import json; print(json.dumps(f()))"
+    here = json.loads(_python(code))
+    assert here == numerics.layer_fingerprints() and set(here) == {"numpy", "libm", "pybullet"}
+    # glibc picks its math routines by CPU (FMA or not); with FMA hidden the physics computes other last bits
+    no_fma = json.loads(_python(code, GLIBC_TUNABLES="glibc.cpu.hwcaps=-AVX2,-FMA,-AVX512F"))
+    if no_fma == here:
+        pytest.skip("this CPU has no FMA, or this C library does not dispatch on it")
+    assert no_fma["libm"] != here["libm"]
