@@ -3,6 +3,7 @@
 - `undamaged_return`: what a fault could cost at most (nominal without the fault's events).
 - `latent_effect`: does the policy act on its latent?
 - `adapter_tracking`: does the adapter's estimate move to the true latent after a fault?
+- `family_adapter_error`: how much of the true latent the adapter explains on the training family.
 - `reward_breakdown`: where an episode's return goes, term by term.
 - `family_section`: the training-family evaluation (`evaluate_family`) as a table with paired differences.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from metaloco.adaptation.evaluate import MethodPolicy, run_episode
+from metaloco.adaptation.evaluate import MethodPolicy, evaluate_family, run_episode
 from metaloco.adaptation.metrics import summarize
 from metaloco.adaptation.runtime import OnnxFunction
 from metaloco.sim.env import EnvConfig, LocomotionEnv
@@ -164,8 +165,52 @@ def adapter_tracking(path: Path, model_dir: Path) -> dict[str, float | None]:
             "error_before": error["before"], "error_after": error["after"], "error_late": error["late"]}
 
 
-def adapter_tracking_section(tracking: dict[str, dict]) -> list[str]:
-    """A table of `adapter_tracking` per fault scenario."""
+def family_adapter_error(model_dir: Path, env_cfg: EnvConfig, difficulty: float, episodes: int) -> dict[str, float]:
+    """How much of the latent the adapter explains on the training family (`evaluate_family`'s tasks, `adaptive`).
+
+    At every step from 1 s into an episode (a full history): the adapter's raw estimate (before the prior) and
+    the true latent mu(privileged). `explained` is 1 - sum |z_hat - z|^2 / sum |z - mean z|^2 over those steps:
+    1 is a perfect estimate, 0 no better than always answering the mean latent. `fault_explained` is the same
+    over the steps from 1 s after a fault's onset (when the true latent jumped), the case adaptation is for.
+
+    Returns:
+        {"explained", "fault_explained" (None without such steps), "error": mean |z_hat - z|, "spread": mean
+        |z - mean z|, "steps", "fault_steps"}.
+    """
+    encoder = OnnxFunction(Path(model_dir) / "encoder.onnx")
+    rows: list[tuple[int, float, np.ndarray, np.ndarray]] = []
+
+    def observe(episode: int, info: dict, policy: MethodPolicy) -> None:
+        rows.append((episode, policy.steps * policy.dt, policy.adapter(policy.history.array()),
+                     encoder(info["privileged"])))
+
+    evaluate_family("adaptive", model_dir, env_cfg, difficulty, episodes, observe=observe)
+    episode = np.array([r[0] for r in rows])
+    t = np.array([r[1] for r in rows])
+    z_hat, z = np.array([r[2] for r in rows]), np.array([r[3] for r in rows])
+    jumped = np.zeros(len(rows), bool)  # 1 s or more after the episode's true latent moved from its start
+    for e in np.unique(episode):
+        idx = np.flatnonzero(episode == e)
+        moved = np.linalg.norm(z[idx] - z[idx[0]], axis=1) > 1e-3
+        if moved.any():
+            onset = t[idx][np.argmax(moved)]
+            jumped[idx] = t[idx] >= onset + 1.0
+    full = t >= 1.0
+    mean = z[full].mean(axis=0)
+
+    def explained(mask: np.ndarray) -> float | None:
+        if not mask.any():
+            return None
+        return float(1.0 - np.sum((z_hat[mask] - z[mask]) ** 2) / np.sum((z[mask] - mean) ** 2))
+
+    return {"explained": explained(full), "fault_explained": explained(jumped & full),
+            "error": float(np.linalg.norm(z_hat[full] - z[full], axis=1).mean()),
+            "spread": float(np.linalg.norm(z[full] - mean, axis=1).mean()),
+            "steps": int(full.sum()), "fault_steps": int((jumped & full).sum())}
+
+
+def adapter_tracking_section(tracking: dict[str, dict], family: dict | None = None) -> list[str]:
+    """A table of `adapter_tracking` per fault scenario, and `family_adapter_error` (at difficulty 1) if given."""
     lines = ["## Does the adapter find the fault?", "",
              "One `adaptive` episode per fault scenario. The distance of the adapter's estimate (window mean, before",
              "the prior) from the true latent after the fault: in the second before the fault, 0.5-1.5 s after it and",
@@ -175,4 +220,11 @@ def adapter_tracking_section(tracking: dict[str, dict]) -> list[str]:
     for name, r in tracking.items():
         lines.append(f"| {name} | " + " | ".join("fell" if r[k] is None else f"{r[k]:.2f}" for k in
                                                 ("true_shift", "error_before", "error_after", "error_late")) + " |")
+    if family:
+        fault = family["fault_explained"]
+        lines += ["", f"On {FAMILY_EPISODES} tasks of the training family at full difficulty (`adaptive`, from 1 s into "
+                  f"each episode) the estimate explains {family['explained']:.0%} of the true latent's variance "
+                  f"(1 - sum |z_hat - z|^2 / sum |z - mean z|^2; 0: no better than the mean latent)"
+                  + (f", {fault:.0%} from 1 s after a fault's onset" if fault is not None else "")
+                  + f"; mean error {family['error']:.2f} against a spread of {family['spread']:.2f}."]
     return lines + [""]

@@ -146,7 +146,8 @@ FAMILY_SEED = 10_000
 
 
 def evaluate_family(method: str, model_dir: str | Path, env_cfg: EnvConfig, difficulty: float,
-                    episodes: int, progress: Callable[[str], None] | None = None) -> dict:
+                    episodes: int, progress: Callable[[str], None] | None = None,
+                    observe: Callable[[int, dict, MethodPolicy], None] | None = None) -> dict:
     """A method on tasks drawn from the training family, as in training: a random task per episode (terrain,
     dynamics, a fault with its onset), commands resampled on the training schedule, until a fall or the time
     limit. Episode i uses the same task and commands for every method, so methods compare pairwise.
@@ -158,6 +159,8 @@ def evaluate_family(method: str, model_dir: str | Path, env_cfg: EnvConfig, diff
         difficulty: Curriculum level in [0, 1] the tasks are drawn at.
         episodes: Episodes (tasks).
         progress: Sink for a line per episode.
+        observe: If given, `observe(episode, info, policy)` after the policy acted on each step's observation
+            (`info` is that observation's).
 
     Returns:
         {"method", "difficulty", "episodes", "return_mean", "return_sem" (standard error of the mean), "falls",
@@ -180,7 +183,10 @@ def evaluate_family(method: str, model_dir: str | Path, env_cfg: EnvConfig, diff
             rows: dict[str, list] = {"t": [], "cmd": [], "vx": [], "reward": []}
             fell = False
             while True:
-                obs, reward, terminated, truncated, info = env.step(policy(obs, info))
+                action = policy(obs, info)
+                if observe:
+                    observe(i, info, policy)
+                obs, reward, terminated, truncated, info = env.step(action)
                 for key, value in (("t", info["time_s"]), ("cmd", info["command"][0]),
                                    ("vx", info["lin_vel_base"][0]), ("reward", reward)):
                     rows[key].append(value)

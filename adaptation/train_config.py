@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,10 +73,34 @@ class TrainConfig:
     symmetry: bool = spec(False, doc="PPO (phase 1 and robust) also learns from every sample mirrored left-right "
                                      "(sim/mirror.py): twice the experience per fault kind.")
     latent_loss_weight: float = spec(1.0, range=(0.0, 100.0), doc="Weight of ||z_hat - z||^2 in phase 2.")
+    adapter_epochs: int = spec(4, range=(1, 100), doc="Phase 2: passes over each rollout (rsl_rl Distillation epochs).")
+    adapter_gradient_length: int = spec(0, range=(0, 1000),
+                                        doc="Phase 2: rollout steps per Adam step (0: the whole rollout, one step "
+                                            "per epoch). Smaller gives more steps from the same data.")
+    adapter_episode_s: float = spec(0.0, range=(0.0, 3600.0),
+                                    doc="Phase 2: episode length (0: env.episode_s). Shorter episodes show the "
+                                        "adapter more tasks for the same steps; fault onsets are drawn in the "
+                                        "same fraction of the episode as in env.")
     prior_samples: int = spec(4000, range=(10, 1000000), doc="Tasks drawn to fit the prior.")
     ppo: PPOConfig = field(default_factory=PPOConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
+
+    def adapter_env(self) -> EnvConfig:
+        """The env phase 2 trains in: `env`, with `adapter_episode_s` and the fault onsets scaled to it."""
+        if not self.adapter_episode_s or self.adapter_episode_s == self.env.episode_s:
+            return self.env
+        ratio = self.adapter_episode_s / self.env.episode_s
+        faults = dataclasses.replace(self.env.tasks.faults, onset_s=[t * ratio for t in self.env.tasks.faults.onset_s])
+        return dataclasses.replace(self.env, episode_s=self.adapter_episode_s,
+                                   tasks=dataclasses.replace(self.env.tasks, faults=faults))
+
+    def validate(self, source: str, prefix: str) -> None:
+        g = self.adapter_gradient_length
+        if g and self.steps_per_env % g:
+            raise ConfigError(source, f"{prefix}.adapter_gradient_length" if prefix else "adapter_gradient_length",
+                              f"{g} does not divide steps_per_env ({self.steps_per_env}): the rest of each rollout "
+                              "would never be learned from; use a divisor of it, or 0 for the whole rollout")
 
 
 def load_train_config(preset: str) -> TrainConfig:

@@ -24,3 +24,23 @@ def test_methods_walk_the_same_tasks_episode_by_episode():
     assert hard == evaluate_family("nominal", MODELS, env, 1.0, 2), "the same episodes again"
     assert set(hard) == {"method", "difficulty", "episodes", "return_mean", "return_sem", "falls",
                          "tracking_error_mps", "returns"} and len(hard["returns"]) == 2
+
+
+def test_observe_sees_every_step_with_the_policy_that_acted():
+    env = load_train_config("full").env
+    seen = []
+    evaluate_family("adaptive", MODELS, env, 1.0, 1, observe=lambda i, info, policy: seen.append(
+        (i, policy.steps, info["privileged"].shape)))
+    assert [s[1] for s in seen] == list(range(1, len(seen) + 1)), "one call per step, after the policy acted"
+    assert {s[0] for s in seen} == {0} and len(seen) > 50
+
+
+def test_the_adapter_error_on_the_family_is_measured_against_the_true_latent():
+    from metaloco.adaptation.card_diagnostics import family_adapter_error
+
+    env = load_train_config("full").env
+    calm = family_adapter_error(MODELS, env, 0.0, 1)  # the nominal task: no fault, the latent never jumps
+    assert calm["fault_explained"] is None and calm["fault_steps"] == 0
+    hard = family_adapter_error(MODELS, env, 1.0, 3)
+    assert 0 < hard["fault_steps"] <= hard["steps"]
+    assert hard["explained"] < 1.0 and hard["error"] > 0 and hard["spread"] > 0

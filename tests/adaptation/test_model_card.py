@@ -71,6 +71,10 @@ def test_the_diagnostic_tables_show_every_term_and_a_fall():
                                                         "error_late": None}})
     assert "| fl_hip_bias | 1.30 | 3.19 | 1.29 | 0.76 |" in lines
     assert "| rl_thigh_limp | 3.50 | 4.20 | 7.10 | fell |" in lines
+    family = {"explained": 0.15, "fault_explained": -0.2, "error": 3.46, "spread": 3.79, "steps": 10, "fault_steps": 5}
+    text = " ".join(adapter_tracking_section({}, family))
+    assert "explains 15% of the true latent's variance" in text and "-20% from 1 s after a fault's onset" in text
+    assert "mean error 3.46 against a spread of 3.79" in text
 
 
 def test_the_family_table_pairs_adaptive_with_each_method_task_by_task():

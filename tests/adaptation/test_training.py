@@ -164,3 +164,44 @@ def test_phase3_can_feed_pi_the_true_latent_in_some_iterations(smoke_run):
         with torch.no_grad():
             torch.testing.assert_close(tuned.get_latent(obs)[:, -cfg.latent_dim:], expected.detach())
     assert not any(p.requires_grad for p in tuned.adapter.parameters())
+
+
+def test_phase2_takes_one_adam_step_per_gradient_length_of_rollout(tmp_path):
+    """adapter_gradient_length splits each rollout into several Adam steps (0: one step per epoch)."""
+    from metaloco.adaptation.train import train
+    from metaloco.adaptation.train_config import load_train_config
+
+    cfg = load_train_config("smoke")
+    cfg.phase1_iterations, cfg.phase2_iterations, cfg.finetune_iterations, cfg.robust_iterations = 1, 1, 0, 0
+    steps = {}
+    for length in (0, 2):
+        cfg.adapter_epochs, cfg.adapter_gradient_length = 3, length
+        out = tmp_path / str(length)
+        train(cfg, out, log=lambda line: None, export=False)
+        state = torch.load(out / "phase2" / "checkpoint.pt", weights_only=True)["alg"]["optimizer_state_dict"]["state"]
+        steps[length] = {int(s["step"]) for s in state.values()}
+    assert steps == {0: {3}, 2: {3 * cfg.steps_per_env // 2}}
+
+
+def test_a_gradient_length_that_does_not_divide_the_rollout_is_refused(tmp_path):
+    from metaloco.adaptation.train_config import load_train_config
+    from metaloco.paths import config_dir
+    from metaloco.schema import ConfigError
+
+    preset = tmp_path / "bad.yaml"
+    preset.write_text((config_dir() / "train" / "smoke.yaml").read_text()
+                      + "adapter_gradient_length: 3\n")
+    with pytest.raises(ConfigError, match=r"adapter_gradient_length.*3 does not divide steps_per_env \(8\)"):
+        load_train_config(str(preset))
+
+
+def test_phase2_can_train_in_shorter_episodes_with_onsets_in_the_same_fraction():
+    from metaloco.adaptation.train_config import load_train_config
+
+    cfg = load_train_config("full")
+    assert cfg.adapter_env() is cfg.env  # 0: phase 2 trains in the env of phase 1
+    cfg.adapter_episode_s = 5.0
+    short = cfg.adapter_env()
+    assert short.episode_s == 5.0 and short.tasks.faults.onset_s == [0.0, 2.0]
+    assert cfg.env.episode_s == 20.0 and cfg.env.tasks.faults.onset_s == [0.0, 8.0], "phase 1's env is untouched"
+    assert short.tasks.faults.probability == cfg.env.tasks.faults.probability
