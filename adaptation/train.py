@@ -176,8 +176,82 @@ def make_distillation_runner(cfg: TrainConfig, venv: SubprocVecEnv, teacher_stat
     student_model = alg.student
     alg.loss_fn = lambda actions, target: (torch.nn.functional.mse_loss(actions, target)
                                            + weight * student_model.latent_loss)
-    alg.optimizer = torch.optim.Adam(student_model.adapter.parameters(), lr=1e-3)
+    alg.optimizer = torch.optim.Adam(student_model.adapter.parameters(), lr=cfg.adapter_learning_rate)
+    if cfg.adapter_replay > 0:
+        add_replay(alg, cfg)
     return runner
+
+
+class ReplayBuffer:
+    """DAgger's aggregate dataset: the student's rollouts, every `stride`-th step, the newest `capacity` samples.
+
+    Rows are the observation groups phi and its loss read (`policy`, `history`, `privileged`) and the teacher's
+    action, flattened side by side; the oldest rows are overwritten first.
+    """
+
+    def __init__(self, capacity: int, widths: dict[str, int]):
+        self.capacity = capacity
+        self.widths = widths
+        self.data = torch.empty(capacity, sum(widths.values()))
+        self.size = 0
+        self.next = 0
+
+    def add(self, rows: dict[str, torch.Tensor]) -> None:
+        block = torch.cat([rows[k].reshape(-1, w) for k, w in self.widths.items()], dim=1)
+        for start in range(0, len(block), self.capacity):  # a block larger than the buffer keeps its newest rows
+            part = block[start:start + self.capacity]
+            end = self.next + len(part)
+            head = min(end, self.capacity) - self.next
+            self.data[self.next:self.next + head] = part[:head]
+            self.data[:len(part) - head] = part[head:]
+            self.next = end % self.capacity
+            self.size = min(self.capacity, self.size + len(part))
+
+    def sample(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        rows = self.data[torch.randint(self.size, (n,), generator=generator)]
+        return dict(zip(self.widths, rows.split(list(self.widths.values()), dim=1)))
+
+
+def add_replay(alg, cfg: TrainConfig) -> None:
+    """Replace rsl_rl's Distillation update (every epoch over the newest rollout) by DAgger with aggregation.
+
+    Each rollout (the student acting, the teacher labelling) goes into a `ReplayBuffer` of the last
+    `adapter_replay` rollouts; phi then takes adapter_epochs x (rollout samples) / adapter_batch Adam steps, each on
+    a mini-batch drawn from the whole buffer. Many steps on one rollout fit its ~num_envs tasks and forget the
+    rest (measured, session 10); drawn from hundreds of tasks, the same steps must learn what is common to them.
+    The loss is the one rsl_rl's update uses (`alg.loss_fn`: action MSE + weighted ||z_hat - z||^2).
+    """
+    from tensordict import TensorDict
+
+    storage, student, stride = alg.storage, alg.student, cfg.adapter_replay_stride
+    per_rollout = len(range(0, cfg.steps_per_env, stride)) * storage.num_envs
+    widths = {k: storage.observations[k].shape[-1] for k in ("policy", "history", "privileged")}
+    widths["teacher_actions"] = storage.privileged_actions.shape[-1]
+    buffer = ReplayBuffer(cfg.adapter_replay * per_rollout, widths)
+    steps = max(1, cfg.adapter_epochs * cfg.steps_per_env * storage.num_envs // cfg.adapter_batch)
+    rng = torch.Generator().manual_seed(cfg.seed + 4)
+    params = list(student.adapter.parameters())
+
+    def update() -> dict[str, float]:
+        obs = storage.observations[::stride]
+        buffer.add({"policy": obs["policy"], "history": obs["history"], "privileged": obs["privileged"],
+                    "teacher_actions": storage.privileged_actions[::stride]})
+        losses = []
+        for _ in range(steps):
+            batch = buffer.sample(cfg.adapter_batch, rng)
+            groups = TensorDict({k: batch[k] for k in ("policy", "history", "privileged")},
+                                batch_size=[cfg.adapter_batch])
+            loss = alg.loss_fn(student(groups), batch["teacher_actions"])
+            alg.optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            alg.optimizer.step()
+            losses.append(loss.item())
+        storage.clear()
+        alg.replay_size = buffer.size
+        return {"behavior": float(np.mean(losses))}
+
+    alg.update = update
 
 
 def make_finetune_runner(cfg: TrainConfig, venv: SubprocVecEnv, phase1: dict, phase2: dict):
@@ -406,6 +480,9 @@ def train(preset: str | TrainConfig, out_dir: str | Path, log: Callable[[str], N
     r1 = run_phase("phase1", cfg, out, cfg.phase1_iterations, lambda v: make_ppo_runner(cfg, v, rma=True), log=log)
     done("phase1", r1)
     teacher = torch.load(out / "phase1" / "checkpoint.pt", weights_only=True)["alg"]["actor_state_dict"]
+    if cfg.adapter_replay and (out / "phase2" / "checkpoint.pt").is_file() and "phase2" not in state:
+        log("[phase2] WARNING: the replay buffer is not checkpointed; it starts empty on this resume, so phi will "
+            "not match an uninterrupted run")
     r2 = run_phase("phase2", cfg, out, cfg.phase2_iterations,
                    lambda v: make_distillation_runner(cfg, v, teacher), history_length=cfg.history_length,
                    fixed_difficulty=r1.difficulty, log=log, env_cfg=cfg.adapter_env())

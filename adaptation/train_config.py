@@ -81,6 +81,19 @@ class TrainConfig:
                                     doc="Phase 2: episode length (0: env.episode_s). Shorter episodes show the "
                                         "adapter more tasks for the same steps; fault onsets are drawn in the "
                                         "same fraction of the episode as in env.")
+    adapter_learning_rate: float = spec(1e-3, range=(1e-6, 1.0), doc="Phase 2: Adam step size of phi.")
+    adapter_replay: int = spec(0, range=(0, 100000),
+                               doc="Phase 2: DAgger's aggregation (Ross et al. 2011). phi learns from the student's "
+                                   "last `adapter_replay` rollouts, in mini-batches drawn from all of them, instead "
+                                   "of only from the newest rollout (0: rsl_rl's Distillation update). Each rollout "
+                                   "holds about num_envs tasks; the buffer holds hundreds. It is not checkpointed: a "
+                                   "resumed phase 2 starts it empty.")
+    adapter_replay_stride: int = spec(4, range=(1, 1000),
+                                      doc="Phase 2 with adapter_replay: keep every k-th step of each rollout "
+                                          "(neighbouring windows of history are nearly the same; memory).")
+    adapter_batch: int = spec(512, range=(1, 65536),
+                              doc="Phase 2 with adapter_replay: samples per Adam step. Each iteration takes "
+                                  "adapter_epochs x (rollout samples) / adapter_batch steps.")
     prior_samples: int = spec(4000, range=(10, 1000000), doc="Tasks drawn to fit the prior.")
     ppo: PPOConfig = field(default_factory=PPOConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
@@ -97,6 +110,10 @@ class TrainConfig:
 
     def validate(self, source: str, prefix: str) -> None:
         g = self.adapter_gradient_length
+        if g and self.adapter_replay:
+            raise ConfigError(source, f"{prefix}.adapter_gradient_length" if prefix else "adapter_gradient_length",
+                              f"{g} is set with adapter_replay ({self.adapter_replay}): it splits rsl_rl's update of "
+                              "the newest rollout, which the replay buffer replaces; set adapter_batch instead")
         if g and self.steps_per_env % g:
             raise ConfigError(source, f"{prefix}.adapter_gradient_length" if prefix else "adapter_gradient_length",
                               f"{g} does not divide steps_per_env ({self.steps_per_env}): the rest of each rollout "

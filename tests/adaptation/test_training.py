@@ -143,7 +143,7 @@ def test_unknown_preset_is_refused():
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.schema import ConfigError
 
-    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'smoke'\]"):
+    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'full_replay', 'smoke'\]"):
         load_train_config("huge")
 
 
@@ -205,3 +205,76 @@ def test_phase2_can_train_in_shorter_episodes_with_onsets_in_the_same_fraction()
     assert short.episode_s == 5.0 and short.tasks.faults.onset_s == [0.0, 2.0]
     assert cfg.env.episode_s == 20.0 and cfg.env.tasks.faults.onset_s == [0.0, 8.0], "phase 1's env is untouched"
     assert short.tasks.faults.probability == cfg.env.tasks.faults.probability
+
+
+def test_the_replay_buffer_keeps_the_newest_rows_and_samples_only_rows_it_holds():
+    from metaloco.adaptation.train import ReplayBuffer
+
+    buffer = ReplayBuffer(5, {"a": 2, "b": 1})
+    rows = lambda start, n: {"a": torch.arange(start, start + n).float()[:, None].repeat(1, 2),  # noqa: E731
+                             "b": -torch.arange(start, start + n).float()[:, None]}
+    buffer.add(rows(0, 3))
+    assert buffer.size == 3
+    buffer.add(rows(3, 4))  # wraps: 7 rows written into 5 places, rows 0 and 1 overwritten
+    assert buffer.size == 5 and sorted(buffer.data[:, 0].tolist()) == [2.0, 3.0, 4.0, 5.0, 6.0]
+    buffer.add(rows(10, 12))  # larger than the buffer: its newest 5 rows remain
+    assert sorted(buffer.data[:, 0].tolist()) == [17.0, 18.0, 19.0, 20.0, 21.0]
+    drawn = buffer.sample(200, torch.Generator().manual_seed(0))
+    assert drawn["a"].shape == (200, 2) and drawn["b"].shape == (200, 1)
+    assert set(drawn["a"][:, 0].tolist()) == {17.0, 18.0, 19.0, 20.0, 21.0}, "every held row is drawn, no other"
+    torch.testing.assert_close(drawn["b"][:, 0], -drawn["a"][:, 1])  # the parts of a row stay together
+
+
+def test_phase2_with_replay_learns_from_the_aggregated_rollouts(tmp_path):
+    """adapter_replay: the buffer fills with every rollout up to its capacity; Adam takes
+    adapter_epochs x rollout / adapter_batch steps per iteration, at adapter_learning_rate."""
+    from metaloco.adaptation.train import make_distillation_runner, run_phase, train
+    from metaloco.adaptation.train_config import load_train_config
+
+    cfg = load_train_config("smoke")
+    cfg.phase1_iterations, cfg.phase2_iterations, cfg.finetune_iterations, cfg.robust_iterations = 1, 3, 0, 0
+    cfg.checkpoint_every = 1
+    cfg.adapter_epochs, cfg.adapter_replay, cfg.adapter_replay_stride, cfg.adapter_batch = 2, 2, 2, 16
+    cfg.adapter_learning_rate = 3e-4
+    train(cfg, tmp_path, log=lambda line: None, export=False)
+    saved = torch.load(tmp_path / "phase2" / "checkpoint.pt", weights_only=True)["alg"]["optimizer_state_dict"]
+    per_iteration = 2 * cfg.steps_per_env * cfg.num_envs // 16
+    assert {int(s["step"]) for s in saved["state"].values()} == {3 * per_iteration}
+    assert {g["lr"] for g in saved["param_groups"]} == {3e-4}
+
+    teacher = torch.load(tmp_path / "phase1" / "checkpoint.pt", weights_only=True)["alg"]["actor_state_dict"]
+    sizes = []
+
+    def runner(venv):
+        made = make_distillation_runner(cfg, venv, teacher)
+        update = made.alg.update
+        made.alg.update = lambda: (update(), sizes.append(made.alg.replay_size))[0]
+        return made
+
+    run_phase("phase2", cfg, tmp_path / "again", 3, runner, history_length=cfg.history_length,
+              fixed_difficulty=0.5, log=lambda line: None)
+    per_rollout = cfg.steps_per_env // 2 * cfg.num_envs
+    assert sizes == [per_rollout, 2 * per_rollout, 2 * per_rollout], "two rollouts kept, then the oldest dropped"
+
+
+def test_a_gradient_length_with_replay_is_refused(tmp_path):
+    from metaloco.adaptation.train_config import load_train_config
+    from metaloco.paths import config_dir
+    from metaloco.schema import ConfigError
+
+    preset = tmp_path / "bad.yaml"
+    preset.write_text((config_dir() / "train" / "smoke.yaml").read_text()
+                      + "adapter_gradient_length: 4\nadapter_replay: 10\n")
+    with pytest.raises(ConfigError, match=r"adapter_gradient_length.*set with adapter_replay \(10\).*adapter_batch"):
+        load_train_config(str(preset))
+
+
+def test_the_replay_candidate_preset_is_full_with_only_phase2_changed():
+    """`full_replay` is compared against `full` run for run: nothing but phase 2's options may differ."""
+    from metaloco.adaptation.train_config import load_train_config
+    from metaloco.schema import to_dict
+
+    full, candidate = to_dict(load_train_config("full")), to_dict(load_train_config("full_replay"))
+    differ = {k for k in full if full[k] != candidate[k]}
+    assert differ == {"name", "adapter_replay", "adapter_learning_rate"}, differ
+    assert candidate["adapter_replay"] == candidate["phase2_iterations"], "the buffer holds every rollout of phase 2"
