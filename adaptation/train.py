@@ -198,14 +198,12 @@ class ReplayBuffer:
 
     def add(self, rows: dict[str, torch.Tensor]) -> None:
         block = torch.cat([rows[k].reshape(-1, w) for k, w in self.widths.items()], dim=1)
-        for start in range(0, len(block), self.capacity):  # a block larger than the buffer keeps its newest rows
-            part = block[start:start + self.capacity]
-            end = self.next + len(part)
-            head = min(end, self.capacity) - self.next
-            self.data[self.next:self.next + head] = part[:head]
-            self.data[:len(part) - head] = part[head:]
-            self.next = end % self.capacity
-            self.size = min(self.capacity, self.size + len(part))
+        block = block[-self.capacity:]  # a block larger than the buffer keeps its newest rows
+        head = min(len(block), self.capacity - self.next)
+        self.data[self.next:self.next + head] = block[:head]
+        self.data[:len(block) - head] = block[head:]
+        self.next = (self.next + len(block)) % self.capacity
+        self.size = min(self.capacity, self.size + len(block))
 
     def sample(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         rows = self.data[torch.randint(self.size, (n,), generator=generator)]
@@ -225,7 +223,8 @@ def add_replay(alg, cfg: TrainConfig) -> None:
 
     storage, student, stride = alg.storage, alg.student, cfg.adapter_replay_stride
     per_rollout = len(range(0, cfg.steps_per_env, stride)) * storage.num_envs
-    widths = {k: storage.observations[k].shape[-1] for k in ("policy", "history", "privileged")}
+    groups = ("policy", "history", "privileged")
+    widths = {k: storage.observations[k].shape[-1] for k in groups}
     widths["teacher_actions"] = storage.privileged_actions.shape[-1]
     buffer = ReplayBuffer(cfg.adapter_replay * per_rollout, widths)
     steps = max(1, cfg.adapter_epochs * cfg.steps_per_env * storage.num_envs // cfg.adapter_batch)
@@ -234,14 +233,12 @@ def add_replay(alg, cfg: TrainConfig) -> None:
 
     def update() -> dict[str, float]:
         obs = storage.observations[::stride]
-        buffer.add({"policy": obs["policy"], "history": obs["history"], "privileged": obs["privileged"],
-                    "teacher_actions": storage.privileged_actions[::stride]})
+        buffer.add({**{k: obs[k] for k in groups}, "teacher_actions": storage.privileged_actions[::stride]})
         losses = []
         for _ in range(steps):
             batch = buffer.sample(cfg.adapter_batch, rng)
-            groups = TensorDict({k: batch[k] for k in ("policy", "history", "privileged")},
-                                batch_size=[cfg.adapter_batch])
-            loss = alg.loss_fn(student(groups), batch["teacher_actions"])
+            seen = TensorDict({k: batch[k] for k in groups}, batch_size=[cfg.adapter_batch])
+            loss = alg.loss_fn(student(seen), batch["teacher_actions"])
             alg.optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -110,12 +110,13 @@ class TrainConfig:
 
     def validate(self, source: str, prefix: str) -> None:
         g = self.adapter_gradient_length
+        key = f"{prefix}.adapter_gradient_length" if prefix else "adapter_gradient_length"
         if g and self.adapter_replay:
-            raise ConfigError(source, f"{prefix}.adapter_gradient_length" if prefix else "adapter_gradient_length",
+            raise ConfigError(source, key,
                               f"{g} is set with adapter_replay ({self.adapter_replay}): it splits rsl_rl's update of "
                               "the newest rollout, which the replay buffer replaces; set adapter_batch instead")
         if g and self.steps_per_env % g:
-            raise ConfigError(source, f"{prefix}.adapter_gradient_length" if prefix else "adapter_gradient_length",
+            raise ConfigError(source, key,
                               f"{g} does not divide steps_per_env ({self.steps_per_env}): the rest of each rollout "
                               "would never be learned from; use a divisor of it, or 0 for the whole rollout")
 

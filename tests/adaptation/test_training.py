@@ -225,7 +225,7 @@ def test_the_replay_buffer_keeps_the_newest_rows_and_samples_only_rows_it_holds(
     torch.testing.assert_close(drawn["b"][:, 0], -drawn["a"][:, 1])  # the parts of a row stay together
 
 
-def test_phase2_with_replay_learns_from_the_aggregated_rollouts(tmp_path):
+def test_phase2_with_replay_keeps_the_rollouts_and_steps_per_batch(tmp_path):
     """adapter_replay: the buffer fills with every rollout up to its capacity; Adam takes
     adapter_epochs x rollout / adapter_batch steps per iteration, at adapter_learning_rate."""
     from metaloco.adaptation.train import make_distillation_runner, run_phase, train
