@@ -318,9 +318,11 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
     seed_offset = {"phase1": 0, "phase2": 1000, "phase3": 3000, "robust": 2000}[name]
     venv = SubprocVecEnv(env_cfg or cfg.env, cfg.num_envs, cfg.workers, seed=cfg.seed + seed_offset,
                          history_length=history_length)
+    threads = torch.get_num_threads()
     try:
         torch.manual_seed(cfg.seed + seed_offset)
         runner = make_runner(venv)
+        rollouts_on_one_thread(runner.alg, threads)
         it, wall = 0, 0.0
         difficulty = cfg.curriculum.start if fixed_difficulty is None else fixed_difficulty
         if ckpt_path.is_file():
@@ -364,7 +366,31 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
                     f"difficulty {difficulty:.2f} | {wall / 60:.1f} min, ETA {eta:.1f} min")
         return PhaseResult(iterations=it, env_steps=it * steps_per_it, wall_s=wall, difficulty=difficulty)
     finally:
+        torch.set_num_threads(threads)
         venv.close()
+
+
+def rollouts_on_one_thread(alg, threads: int) -> None:
+    """Run the learner's rollouts on one torch thread and only `alg.update` on `threads`.
+
+    While the workers step the simulation, the learner waits for them; after each of its 2-thread matrix
+    products, OpenMP keeps the idle thread spinning (libgomp's default spin), which takes a core from a
+    worker. Measured on the `full` preset (AMD EPYC, 2 cores): the workers step 1000 envs/s with the
+    policy's forward pass between steps and 1370 without it. A rollout's products are a few rows wide, so
+    one thread loses nothing there; the numbers are the same, to the bit, with 1 or 2 threads (MKL_CBWR,
+    see numerics.py; checked by tests/adaptation/test_train_threads.py).
+    """
+    update = alg.update
+
+    def update_on_all_threads(*args, **kwargs):
+        torch.set_num_threads(threads)
+        try:
+            return update(*args, **kwargs)
+        finally:
+            torch.set_num_threads(1)
+
+    alg.update = update_on_all_threads
+    torch.set_num_threads(1)
 
 
 def _last_loss(runner) -> float:
