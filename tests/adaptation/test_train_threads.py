@@ -1,0 +1,79 @@
+"""Training's rollouts run on one torch thread and its updates on all of them (`rollouts_on_one_thread`),
+and that changes no number training computes."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from metaloco.adaptation import train as training
+from metaloco.adaptation.train_config import load_train_config
+
+
+class _Learner:
+    """Stands in for an rsl_rl algorithm: only its `update` matters to the thread switch."""
+
+    def __init__(self, fail: bool = False):
+        self.fail = fail
+        self.threads_seen: list[int] = []
+
+    def update(self) -> dict[str, float]:
+        self.threads_seen.append(torch.get_num_threads())
+        if self.fail:
+            raise RuntimeError("update failed")
+        return {"loss": 0.0}
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield threads
+    torch.set_num_threads(threads)
+
+
+def test_the_update_runs_on_every_thread_and_the_rollout_on_one(restore_threads):
+    learner = _Learner()
+    training.rollouts_on_one_thread(learner, 2)
+    assert torch.get_num_threads() == 1
+    assert learner.update() == {"loss": 0.0}
+    assert learner.threads_seen == [2]
+    assert torch.get_num_threads() == 1
+
+
+def test_a_failed_update_still_leaves_the_rollout_on_one_thread(restore_threads):
+    learner = _Learner(fail=True)
+    training.rollouts_on_one_thread(learner, 2)
+    with pytest.raises(RuntimeError, match="update failed"):
+        learner.update()
+    assert torch.get_num_threads() == 1
+
+
+def _checkpoints(run) -> dict[str, dict]:
+    return {phase: torch.load(run / phase / "checkpoint.pt", weights_only=True)["alg"]
+            for phase in ("phase1", "phase2", "phase3")}
+
+
+def _flat(tree, prefix=""):
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _flat(value, f"{prefix}/{key}")
+    else:
+        yield prefix, tree
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs 2 torch threads to switch between")
+def test_one_thread_rollouts_train_the_same_numbers_as_two(tmp_path, monkeypatch, restore_threads):
+    # The full preset's networks and 32 envs (the rollout's shapes), a few iterations of phases 1-3.
+    cfg = replace(load_train_config("full"), steps_per_env=8, phase1_iterations=2, phase2_iterations=1,
+                  finetune_iterations=1, robust_iterations=0, checkpoint_every=1, prior_samples=10)
+    training.train(cfg, tmp_path / "one_thread", log=lambda line: None, export=False)
+    assert torch.get_num_threads() == restore_threads  # each phase gives the threads back
+    monkeypatch.setattr(training, "rollouts_on_one_thread", lambda alg, threads: None)
+    training.train(cfg, tmp_path / "all_threads", log=lambda line: None, export=False)
+    one, every = _checkpoints(tmp_path / "one_thread"), _checkpoints(tmp_path / "all_threads")
+    for phase in one:
+        a, b = dict(_flat(one[phase])), dict(_flat(every[phase]))
+        assert a.keys() == b.keys()
+        differ = [k for k in a if torch.is_tensor(a[k]) and not torch.equal(a[k], b[k])]
+        assert not differ, f"{phase}: {differ[:5]}"
+        assert any(torch.is_tensor(v) and v.numel() > 1000 for v in a.values())  # the real networks compared
