@@ -24,6 +24,12 @@ BASE_VEL_DIMS = 3
 """The privileged vector ends with the true base velocity: state, not task, so mu does not see it."""
 
 
+FROZEN_ESTIMATE = "z_hat_pair"
+"""Phase 3's update only: an observation group holding z_hat = phi(history), and beside it phi of the mirrored
+history when the update mirrors, computed once per rollout. phi is frozen there, so every epoch and mini-batch would
+compute the same numbers again (train.py, `reuse_frozen_estimate`)."""
+
+
 def encoder_input(privileged: torch.Tensor) -> torch.Tensor:
     """The part of the privileged vector that describes the task (what z encodes)."""
     return privileged[..., :-BASE_VEL_DIMS]
@@ -129,7 +135,9 @@ class RMAStudent(MLPModel):
                 p.requires_grad_(False)
 
     def estimate(self, obs: TensorDict) -> torch.Tensor:
-        """z_hat = phi(normalised history)."""
+        """z_hat = phi(normalised history), or the one phase 3 computed for this sample (`FROZEN_ESTIMATE`)."""
+        if FROZEN_ESTIMATE in obs.keys():
+            return obs[FROZEN_ESTIMATE][..., :self.latent_dim]
         hist = obs["history"].view(obs["history"].shape[0], self.history_length, self.obs_dim)
         return self.adapter(self.obs_normalizer(hist))
 

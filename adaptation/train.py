@@ -35,7 +35,7 @@ import torch
 import yaml
 
 from metaloco.adaptation import numerics
-from metaloco.adaptation.networks import LatentEncoder, RMAActor, RMAStudent, encoder_input
+from metaloco.adaptation.networks import FROZEN_ESTIMATE, LatentEncoder, RMAActor, RMAStudent, encoder_input
 from metaloco.adaptation.prior import fit_prior
 from metaloco.adaptation.train_config import TrainConfig, load_train_config
 from metaloco.schema import to_dict
@@ -73,8 +73,9 @@ def _ppo_train_cfg(cfg: TrainConfig, actor: dict, critic_groups: list[str], acto
         from metaloco.sim.mirror import rsl_rl_augmentation
 
         n = load_robot(cfg.env.robot).n_joints
-        train["algorithm"]["symmetry_cfg"] = {"use_data_augmentation": True, "use_mirror_loss": False,
-                                              "data_augmentation_func": rsl_rl_augmentation(n, n + GAIT_OUTPUTS)}
+        train["algorithm"]["symmetry_cfg"] = {
+            "use_data_augmentation": True, "use_mirror_loss": False,
+            "data_augmentation_func": rsl_rl_augmentation(n, n + GAIT_OUTPUTS, swapped=(FROZEN_ESTIMATE,))}
     return train
 
 
@@ -136,6 +137,52 @@ def add_task_loss(alg, cfg: TrainConfig) -> None:
     alg.update = update
 
 
+def skip_mirror_diagnostic(alg) -> None:
+    """Stop rsl_rl's symmetry extension from running the actor a second time on every mini-batch.
+
+    With `use_mirror_loss` off (as here: the mirrored samples are data, not a loss), rsl_rl still evaluates the
+    actor on the whole augmented mini-batch again, only to report how asymmetric the policy is (the "symmetry"
+    entry of the update's losses). Nothing here reads that figure; that pass took 40% of a phase-3 update. The
+    entry reads NaN instead. The pass computes nothing the update uses, so no trained number changes
+    (tests/adaptation/test_train_threads.py).
+    """
+    if alg.symmetry is not None and not alg.symmetry.use_mirror_loss:
+        alg.symmetry.compute_loss = lambda actor, batch, original_batch_size: torch.tensor(float("nan"))
+
+
+def reuse_frozen_estimate(alg) -> None:
+    """Phase 3: compute z_hat = phi(history) once per update instead of in every epoch and mini-batch.
+
+    phi is frozen in phase 3, so each sample's z_hat (and its mirror image's) is the same in all of PPO's 5 epochs;
+    recomputing it there was most of the update (the 1-D convolutions over 50 steps of history). Before rsl_rl's
+    update, this puts z_hat of every stored sample into the storage as the `FROZEN_ESTIMATE` group, with phi of
+    the mirrored history beside it when the update mirrors (`rsl_rl_augmentation` swaps the two); the actor reads
+    it there. phi's output for a row does not depend on the rows batched with it, so the numbers are the same
+    to the bit (tests/adaptation/test_train_threads.py).
+    """
+    from tensordict import TensorDict
+
+    storage, actor, update = alg.storage, alg.actor, alg.update
+
+    def update_on_cached_estimate() -> dict[str, float]:
+        obs = storage.observations
+        history = obs["history"].flatten(0, 1)
+        seen = TensorDict({"history": history}, batch_size=[len(history)])
+        with torch.no_grad():
+            if alg.symmetry is not None:
+                seen, _ = alg.symmetry.data_augmentation_func(obs=seen)
+                z_hat = torch.cat(actor.estimate(seen).chunk(2), dim=-1)  # (phi(h), phi(mirrored h))
+            else:
+                z_hat = actor.estimate(seen)
+        obs[FROZEN_ESTIMATE] = z_hat.view(*obs.batch_size, -1)
+        try:
+            return update()
+        finally:
+            del obs[FROZEN_ESTIMATE]  # the next rollout's observations come without it
+
+    alg.update = update_on_cached_estimate
+
+
 def make_ppo_runner(cfg: TrainConfig, venv: SubprocVecEnv, rma: bool):
     """An rsl_rl OnPolicyRunner for phase 1 (rma=True) or the robust baseline."""
     from rsl_rl.runners import OnPolicyRunner
@@ -144,6 +191,7 @@ def make_ppo_runner(cfg: TrainConfig, venv: SubprocVecEnv, rma: bool):
                                ["policy", "privileged"] if rma else ["policy"])
     with contextlib.redirect_stdout(io.StringIO()):
         runner = OnPolicyRunner(venv, train_cfg, log_dir=None)
+    skip_mirror_diagnostic(runner.alg)
     if rma and cfg.task_loss_weight > 0:
         add_task_loss(runner.alg, cfg)
     return runner
@@ -292,6 +340,8 @@ def make_finetune_runner(cfg: TrainConfig, venv: SubprocVecEnv, phase1: dict, ph
 
         alg.update = update
         draw()
+    skip_mirror_diagnostic(alg)
+    reuse_frozen_estimate(alg)
     return runner
 
 

@@ -96,10 +96,11 @@ class Mirror:
         return x[..., torch.as_tensor(index, device=x.device)] * torch.as_tensor(sign, dtype=x.dtype, device=x.device)
 
 
-def rsl_rl_augmentation(n_joints: int, n_actions: int):
+def rsl_rl_augmentation(n_joints: int, n_actions: int, swapped: tuple[str, ...] = ()):
     """The `data_augmentation_func` for rsl_rl's symmetry extension: originals first, then their reflections.
 
-    Observation groups `policy` and `privileged` are reflected (and `history`, frame by frame).
+    Observation groups `policy` and `privileged` are reflected (and `history`, frame by frame). A group named
+    in `swapped` holds a pair (f(x), f(reflected x)) side by side; its reflection is the pair swapped.
     """
     import torch
 
@@ -111,9 +112,12 @@ def rsl_rl_augmentation(n_joints: int, n_actions: int):
         if obs is not None:
             mirrored = obs.clone()
             for key in list(obs.keys()):
+                x = obs[key]
+                if key in swapped:
+                    mirrored[key] = torch.cat(x.chunk(2, dim=-1)[::-1], dim=-1)
+                    continue
                 if key not in by_group:
                     raise ValueError(f"no reflection for observation group '{key}'")
-                x = obs[key]
                 if key == "history":  # (batch, H * obs_dim), oldest frame first: reflect each frame
                     x = x.view(*x.shape[:-1], -1, len(m.obs[0]))
                 mirrored[key] = Mirror.apply(x, by_group[key]).reshape(obs[key].shape)

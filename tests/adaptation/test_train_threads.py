@@ -1,5 +1,6 @@
-"""Training's rollouts run on one torch thread and its updates on all of them (`rollouts_on_one_thread`),
-and that changes no number training computes."""
+"""Training's speed-ups change no number it computes: rollouts on one torch thread and updates on all of them
+(`rollouts_on_one_thread`), no second actor pass for rsl_rl's symmetry report (`skip_mirror_diagnostic`), and
+phase 3's frozen phi evaluated once per update (`reuse_frozen_estimate`)."""
 
 from dataclasses import replace
 
@@ -77,3 +78,21 @@ def test_one_thread_rollouts_train_the_same_numbers_as_two(tmp_path, monkeypatch
         differ = [k for k in a if torch.is_tensor(a[k]) and not torch.equal(a[k], b[k])]
         assert not differ, f"{phase}: {differ[:5]}"
         assert any(torch.is_tensor(v) and v.numel() > 1000 for v in a.values())  # the real networks compared
+
+
+def test_the_update_shortcuts_train_the_same_numbers(tmp_path, monkeypatch):
+    # The full preset's rollout (32 envs x 48 steps) and mini-batch shapes; phase 3 twice, so that its second
+    # rollout starts from a storage the first update put z_hat into. The robust phase is phase 1's PPO runner.
+    cfg = replace(load_train_config("full"), phase1_iterations=1, phase2_iterations=1, finetune_iterations=2,
+                  robust_iterations=0, checkpoint_every=1, prior_samples=10)
+    training.train(cfg, tmp_path / "shortcuts", log=lambda line: None, export=False)
+    monkeypatch.setattr(training, "skip_mirror_diagnostic", lambda alg: None)
+    monkeypatch.setattr(training, "reuse_frozen_estimate", lambda alg: None)
+    training.train(cfg, tmp_path / "plain", log=lambda line: None, export=False)
+    for phase in ("phase1", "phase3"):
+        a, b = (dict(_flat(torch.load(run / phase / "checkpoint.pt", weights_only=True)["alg"]))
+                for run in (tmp_path / "shortcuts", tmp_path / "plain"))
+        assert a.keys() == b.keys()
+        differ = [k for k in a if torch.is_tensor(a[k]) and not torch.equal(a[k], b[k])]
+        assert not differ, f"{phase}: {differ[:5]}"
+        assert any(torch.is_tensor(v) and v.numel() > 1000 for v in a.values())

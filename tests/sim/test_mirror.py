@@ -107,3 +107,14 @@ def test_a_mirrored_attitude_gives_the_mirrored_gravity():
         g = projected_gravity(np.array(pybullet.getQuaternionFromEuler((roll, pitch, yaw))))
         g_mirrored = projected_gravity(np.array(pybullet.getQuaternionFromEuler((-roll, pitch, -yaw))))
         np.testing.assert_allclose(Mirror.apply(g, gravity), g_mirrored, atol=1e-12)
+
+
+def test_a_swapped_group_is_reflected_by_swapping_its_halves():
+    """Phase 3 stores (phi(h), phi(reflected h)) side by side; the reflection of that pair is the pair swapped."""
+    augment = rsl_rl_augmentation(12, 15, swapped=("pair",))
+    pair = torch.randn(3, 16)
+    aug_obs, _ = augment(obs=TensorDict({"policy": torch.randn(3, 50), "pair": pair}, batch_size=[3]))
+    assert torch.equal(aug_obs["pair"][:3], pair)
+    assert torch.equal(aug_obs["pair"][3:], torch.cat([pair[:, 8:], pair[:, :8]], dim=1))
+    with pytest.raises(ValueError, match="no reflection for observation group 'pair'"):
+        rsl_rl_augmentation(12, 15)(obs=TensorDict({"pair": pair}, batch_size=[3]))
