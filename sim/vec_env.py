@@ -10,8 +10,6 @@ first, and `extras["time_outs"]` tells time limits from falls.
 from __future__ import annotations
 
 import multiprocessing as mp
-import traceback
-from multiprocessing.connection import Connection
 
 import numpy as np
 import torch
@@ -19,54 +17,7 @@ from rsl_rl.env import VecEnv
 from tensordict import TensorDict
 
 from metaloco.sim.env import EnvConfig, LocomotionEnv
-
-
-def _worker(conn: Connection, cfg: EnvConfig, seeds: list[int]) -> None:
-    """Worker loop: owns `len(seeds)` envs and answers step/reset requests."""
-    try:
-        envs = [LocomotionEnv(cfg, seed=s) for s in seeds]
-        returns = np.zeros(len(envs))
-        tracking = np.zeros(len(envs))
-        lengths = np.zeros(len(envs), dtype=np.int64)
-        while True:
-            cmd, arg = conn.recv()
-            if cmd == "reset":
-                out = [env.reset() for env in envs]
-                conn.send((np.stack([o for o, _ in out]), np.stack([i["privileged"] for _, i in out])))
-            elif cmd == "step":
-                obs, priv = [], []
-                rew = np.zeros(len(envs), np.float32)
-                fell = np.zeros(len(envs), bool)
-                timeout = np.zeros(len(envs), bool)
-                finished = []
-                for k, env in enumerate(envs):
-                    o, r, term, trunc, info = env.step(arg[k])
-                    returns[k] += r
-                    lengths[k] += 1
-                    tracking[k] += info["tracking"]
-                    if term or trunc:
-                        finished.append((returns[k], lengths[k], term, tracking[k] / lengths[k]))
-                        returns[k], lengths[k], tracking[k] = 0.0, 0, 0.0
-                        o, info = env.reset()
-                    obs.append(o)
-                    priv.append(info["privileged"])
-                    rew[k], fell[k], timeout[k] = r, term, trunc
-                conn.send((np.stack(obs), np.stack(priv), rew, fell, timeout, finished))
-            elif cmd == "difficulty":
-                for env in envs:
-                    env.set_difficulty(arg)
-                conn.send(None)
-            elif cmd == "stats":
-                conn.send((sum(e.robot.physics_steps for e in envs), sum(e.robot.physics_wall_s for e in envs)))
-            elif cmd == "close":
-                for env in envs:
-                    env.close()
-                conn.send(None)
-                return
-            else:
-                raise ValueError(f"unknown worker command {cmd!r}")
-    except Exception:  # report the worker's failure to the learner instead of hanging it
-        conn.send(("error", traceback.format_exc()))
+from metaloco.sim.env_worker import serve
 
 
 class SubprocVecEnv(VecEnv):
@@ -106,7 +57,7 @@ class SubprocVecEnv(VecEnv):
         self._conns, self._procs = [], []
         for s in self._slices:
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, cfg, list(range(seed + s.start, seed + s.stop))),
+            proc = ctx.Process(target=serve, args=(child, cfg, list(range(seed + s.start, seed + s.stop))),
                                daemon=True)
             proc.start()
             child.close()
