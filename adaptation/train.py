@@ -157,8 +157,10 @@ def reuse_frozen_estimate(alg) -> None:
     recomputing it there was most of the update (the 1-D convolutions over 50 steps of history). Before rsl_rl's
     update, this puts z_hat of every stored sample into the storage as the `FROZEN_ESTIMATE` group, with phi of
     the mirrored history beside it when the update mirrors (`rsl_rl_augmentation` swaps the two); the actor reads
-    it there. phi's output for a row does not depend on the rows batched with it, so the numbers are the same
-    to the bit (tests/adaptation/test_train_threads.py).
+    it there. The trained numbers are the same to the bit at the `full` preset's shapes (tests/adaptation/
+    test_train_threads.py; and the whole of `full`'s phases 1-3, models/a1/HISTORY.md, session 15). Session 13 saw
+    an activation's last bits depend on the batch's size, so a preset with other shapes should be checked the same
+    way before it is called the same run.
     """
     from tensordict import TensorDict
 
