@@ -186,6 +186,7 @@ def write_manifest(run: Path, out: Path, command: str) -> dict:
         "env_steps": sum(p.get("env_steps", 0) for p in state.values()),
         "exported_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "metaloco_version": metaloco.__version__,
+        "config": cfg,  # the training config: `metaloco card` re-evaluates the models without the run folder
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return manifest
@@ -206,5 +207,5 @@ def ship(run: str | Path, dest: str | Path, command: str) -> Path:
     write_manifest(run, dest, command=command)
     from metaloco.adaptation.model_card import write_model_card
 
-    write_model_card(run, dest)
+    write_model_card(run, dest, command=command)
     return dest

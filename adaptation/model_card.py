@@ -11,6 +11,7 @@ import csv
 import json
 import multiprocessing
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -27,9 +28,12 @@ from metaloco.adaptation.card_diagnostics import (  # noqa: E402
                                                    latent_effect, latent_effect_section, reward_breakdown,
                                                    reward_breakdown_section, undamaged_return)
 from metaloco.adaptation.evaluate import METHODS, evaluate, evaluate_family  # noqa: E402
-from metaloco.adaptation.export import load_run_config  # noqa: E402
+from metaloco.adaptation import numerics  # noqa: E402
+from metaloco.adaptation.export import load_run_config, source_commit  # noqa: E402
+from metaloco.adaptation.train_config import TrainConfig, load_train_config  # noqa: E402
 from metaloco.adaptation.runtime import BEFORE_PHASE3  # noqa: E402
 from metaloco.paths import config_dir  # noqa: E402
+from metaloco.schema import ConfigError, from_dict  # noqa: E402
 from metaloco.sim.scenario import load_scenario  # noqa: E402
 
 
@@ -205,17 +209,63 @@ def numerics_lines(report: dict | None) -> list[str]:
             "a different phase 1 with the same one)."]
 
 
-def write_model_card(run: str | Path, model_dir: str | Path, episodes: int = CARD_EPISODES,
-                     progress: Callable[[str], None] = print, workers: int | None = None) -> Path:
+def card_config(model_dir: Path, config: str | Path | None = None) -> TrainConfig:
+    """The training config of the models in `model_dir`: from `config` (a preset name or YAML file) if given,
+    else from their manifest (exports since session 16 record it)."""
+    manifest_path = model_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise ConfigError(str(manifest_path), "", "missing: not a model folder written by `metaloco export`")
+    if config is not None:
+        return load_train_config(str(config))
+    recorded = json.loads(manifest_path.read_text()).get("config")
+    if recorded is None:
+        raise ConfigError(str(manifest_path), "config",
+                          "missing (models exported before session 16 do not record their training config); pass "
+                          "--config with the preset file they were trained with, e.g. the manifest's commit's: "
+                          "git show COMMIT:config/train/PRESET.yaml > /tmp/trained.yaml")
+    return from_dict(TrainConfig, recorded, f"{manifest_path}: config")
+
+
+def evaluated_line(command: str | None) -> str:
+    """Where and with what code the card's figures were measured (pybullet's numbers differ across CPU models)."""
+    source = source_commit()
+    dirty = " (with uncommitted changes)" if source["dirty"] else ""
+    by = f" by `{command}`" if command else ""
+    return (f"Measured{by} at commit `{source['commit'][:12]}`{dirty} on {numerics.cpu_model()}, "
+            f"{time.strftime('%Y-%m-%d', time.gmtime())}.")
+
+
+def write_model_card(run: str | Path | None, model_dir: str | Path, episodes: int | None = CARD_EPISODES,
+                     progress: Callable[[str], None] = print, workers: int | None = None,
+                     config: str | Path | None = None, command: str | None = None) -> Path:
     """Evaluate every method on every scenario and write MODEL_CARD.md (and training_curve.png) in model_dir.
 
     With phase 3 (a `before_phase3/` folder beside the models), phase 1's pi is evaluated too: `nominal` and
     `oracle` of the shipped, fine-tuned pi feed it latents it was not fine-tuned on.
+
+    Args:
+        run: The training run folder (its config and training curve), or None to re-evaluate the models alone:
+            the config then comes from `config` or the manifest (`card_config`), and an existing
+            training_curve.png is kept.
+        model_dir: The exported models; the card is written here.
+        episodes: Episodes per scenario cell.
+        progress: Sink for a line per measurement.
+        workers: Processes for the measurements (default: one per core).
+        config: With run None: the training config's preset name or file.
+        command: The command that wrote the card, for its provenance line.
     """
-    run, model_dir = Path(run), Path(model_dir)
-    cfg = load_run_config(run)
+    model_dir = Path(model_dir)
+    episodes = CARD_EPISODES if episodes is None else episodes
+    if episodes < 1:
+        raise ConfigError("--episodes", "episodes", f"must be at least 1, got {episodes}")
+    if run is not None:
+        run = Path(run)
+        cfg = load_run_config(run)
+        plot_curves(run, model_dir / "training_curve.png")
+    else:
+        cfg = card_config(model_dir, config)
     manifest = json.loads((model_dir / "manifest.json").read_text())
-    plot_curves(run, model_dir / "training_curve.png")
+    has_curve = (model_dir / "training_curve.png").is_file()
     before_dir = model_dir / BEFORE_PHASE3
     has_before = before_dir.is_dir()
     probe_dir = before_dir if has_before else model_dir  # nominal's ceiling and the latent probe: phase 1's pi
@@ -293,13 +343,14 @@ def write_model_card(run: str | Path, model_dir: str | Path, episodes: int = CAR
             "prior.json": "Gaussian prior over the latent + joint-health read-out"}
     for name, digest in manifest["files"].items():
         lines.append(f"| `{name}` | {what.get(name, '')} | `{digest[:16]}...` |")
+    lines += ["", "## Training curve", ""]
+    lines += (["![training curve](training_curve.png)"] if has_curve else
+              ["Not available: the card was written without the run folder, and the models came without a curve."])
     lines += [
         "",
-        "## Training curve",
-        "",
-        "![training curve](training_curve.png)",
-        "",
         f"## Evaluation ({episodes} episodes per cell, `metaloco eval`)",
+        "",
+        evaluated_line(command),
         "",
         "Return is the mean episode return (legged_gym-style reward); recovery is `recovery_time_s` (s after the",
         "last event until forward speed stays within 0.1 m/s of the command for 1 s; `never` if it does not within",

@@ -107,7 +107,8 @@ def _reference_fingerprint() -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU model name (pybullet, libm and numpy compute differently on different ones)."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -132,7 +133,7 @@ def check() -> dict:
     branch = os.environ.get("MKL_CBWR", "AUTO")
     took_effect = mine == _reference_fingerprint()
     return {"mkl_cbwr": branch, "pinned": took_effect and branch == PINNED_ENV["MKL_CBWR"],
-            "fingerprint": mine, "layers": layer_fingerprints(), "cpu": _cpu_model(),
+            "fingerprint": mine, "layers": layer_fingerprints(), "cpu": cpu_model(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
 
 

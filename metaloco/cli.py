@@ -112,6 +112,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_card(args: argparse.Namespace) -> int:
+    """`metaloco card`: evaluate exported models on every scenario and rewrite their MODEL_CARD.md."""
+    from metaloco.adaptation.model_card import write_model_card
+
+    card = write_model_card(args.run, args.model_dir, episodes=args.episodes, progress=_say, config=args.config,
+                            command=" ".join(["metaloco"] + sys.argv[1:]))
+    print(f"metaloco card: wrote {card}", file=sys.stderr)
+    return 0
+
+
 def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -229,6 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", default=None, help="artifact folder (default RUN/export)")
     export.add_argument("--ship", default=None, metavar="DIR", help="also copy the artifacts into DIR")
     export.set_defaults(func=cmd_export)
+
+    card = sub.add_parser("card", help="evaluate exported models on every scenario and rewrite their "
+                                       "MODEL_CARD.md (what --ship does after training)")
+    card.add_argument("model_dir", help="the exported models, e.g. models/a1")
+    card.add_argument("--run", default=None, help="their training run folder (config and training curve); without "
+                                                  "it the config comes from the manifest or --config")
+    card.add_argument("--config", default=None, help="the training preset or file, for models whose manifest "
+                                                     "does not record it (exported before session 16)")
+    card.add_argument("--episodes", type=int, default=None, help="episodes per scenario cell (default 10)")
+    card.set_defaults(func=cmd_card)
 
     ev = sub.add_parser("eval", help="evaluate a method on a scenario (or on random training tasks) in pybullet "
                                      "with the exported models")

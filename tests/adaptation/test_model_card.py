@@ -90,3 +90,27 @@ def test_the_family_table_pairs_adaptive_with_each_method_task_by_task():
     assert "| 1.0 | adaptive | 14.00 +- 0.50 | 0/3 | 0.10 |  |" in lines
     # differences 2, 1, 6: mean 3, sample std 2.65, standard error 1.53
     assert "| 1.0 | robust | 11.00 +- 0.50 | 1/3 | 0.10 | +3.00 +- 1.53 |" in lines
+
+
+def test_a_card_without_its_run_takes_the_config_from_the_manifest_or_refuses_naming_the_fix(smoke_run, tmp_path):
+    import json
+    import shutil
+
+    import pytest
+
+    from metaloco.adaptation.model_card import card_config
+    from metaloco.adaptation.train_config import load_train_config
+    from metaloco.schema import ConfigError
+
+    models = tmp_path / "models"
+    shutil.copytree(smoke_run / "export", models)
+    assert card_config(models).name == "smoke"  # exports record their training config
+    manifest = json.loads((models / "manifest.json").read_text())
+    assert manifest["config"]["steps_per_env"] == load_train_config("smoke").steps_per_env
+    del manifest["config"]  # as in models exported before session 16
+    (models / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="pass --config with the preset file"):
+        card_config(models)
+    assert card_config(models, "full").name == "full"
+    with pytest.raises(ConfigError, match="not a model folder"):
+        card_config(tmp_path / "nothing")
