@@ -27,7 +27,7 @@ BASE_VEL_DIMS = 3
 FROZEN_ESTIMATE = "z_hat_pair"
 """Phase 3's update only: an observation group holding z_hat = phi(history), and beside it phi of the mirrored
 history when the update mirrors, computed once per rollout. phi is frozen there, so every epoch and mini-batch would
-compute the same numbers again (train.py, `reuse_frozen_estimate`)."""
+compute the same numbers again (`updates.reuse_frozen_estimate`)."""
 
 
 def encoder_input(privileged: torch.Tensor) -> torch.Tensor:

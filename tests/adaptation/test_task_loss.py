@@ -8,7 +8,7 @@ import torch
 from tensordict import TensorDict
 
 from metaloco.adaptation.networks import RMAActor
-from metaloco.adaptation.train import task_scale
+from metaloco.adaptation.updates import task_scale
 from metaloco.adaptation.train_config import load_train_config
 from metaloco.hardware.robot_config import load_robot
 from metaloco.sim.tasks import JointFault, Task, TaskSampler, layout_slice, task_vector

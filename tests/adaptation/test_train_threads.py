@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from metaloco.adaptation import train as training
+from metaloco.adaptation.updates import rollouts_on_one_thread
 from metaloco.adaptation.train_config import load_train_config
 
 
@@ -34,7 +35,7 @@ def restore_threads():
 
 def test_the_update_runs_on_every_thread_and_the_rollout_on_one(restore_threads):
     learner = _Learner()
-    training.rollouts_on_one_thread(learner, 2)
+    rollouts_on_one_thread(learner, 2)
     assert torch.get_num_threads() == 1
     assert learner.update() == {"loss": 0.0}
     assert learner.threads_seen == [2]
@@ -43,7 +44,7 @@ def test_the_update_runs_on_every_thread_and_the_rollout_on_one(restore_threads)
 
 def test_a_failed_update_still_leaves_the_rollout_on_one_thread(restore_threads):
     learner = _Learner(fail=True)
-    training.rollouts_on_one_thread(learner, 2)
+    rollouts_on_one_thread(learner, 2)
     with pytest.raises(RuntimeError, match="update failed"):
         learner.update()
     assert torch.get_num_threads() == 1

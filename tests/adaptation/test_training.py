@@ -208,7 +208,7 @@ def test_phase2_can_train_in_shorter_episodes_with_onsets_in_the_same_fraction()
 
 
 def test_the_replay_buffer_keeps_the_newest_rows_and_samples_only_rows_it_holds():
-    from metaloco.adaptation.train import ReplayBuffer
+    from metaloco.adaptation.updates import ReplayBuffer
 
     buffer = ReplayBuffer(5, {"a": 2, "b": 1})
     rows = lambda start, n: {"a": torch.arange(start, start + n).float()[:, None].repeat(1, 2),  # noqa: E731
