@@ -91,6 +91,8 @@ a percent or two are noise)."""
 CARD_EPISODES = 10
 """Episodes per scenario cell. Two (the cards up to session 14) reported no falls for models that fall in 2 of 10
 push episodes (models/a1/HISTORY.md, session 14); ten take about 4 s of one core per cell."""
+NOTES_MARKER = "<!-- written by hand: `metaloco card` keeps everything below this line -->"
+"""A card's hand-written notes (what the figures mean, what the models do not do) follow this line."""
 FAULT_SCENARIOS = ("fr_knee_locked", "rl_thigh_limp", "fl_knee_weak", "fl_hip_bias", "knee_locked_then_ice")
 
 
@@ -266,6 +268,7 @@ def write_model_card(run: str | Path | None, model_dir: str | Path, episodes: in
         cfg = card_config(model_dir, config)
     manifest = json.loads((model_dir / "manifest.json").read_text())
     has_curve = (model_dir / "training_curve.png").is_file()
+    measured = evaluated_line(command)  # before the measurements: the code they run is the tree's of now
     before_dir = model_dir / BEFORE_PHASE3
     has_before = before_dir.is_dir()
     probe_dir = before_dir if has_before else model_dir  # nominal's ceiling and the latent probe: phase 1's pi
@@ -350,7 +353,7 @@ def write_model_card(run: str | Path | None, model_dir: str | Path, episodes: in
         "",
         f"## Evaluation ({episodes} episodes per cell, `metaloco eval`)",
         "",
-        evaluated_line(command),
+        measured,
         "",
         "Return is the mean episode return (legged_gym-style reward); recovery is `recovery_time_s` (s after the",
         "last event until forward speed stays within 0.1 m/s of the command for 1 s; `never` if it does not within",
@@ -387,5 +390,14 @@ def write_model_card(run: str | Path | None, model_dir: str | Path, episodes: in
     lines += adapter_tracking_section(tracking, adapter_family)
     lines += reward_breakdown_section(breakdowns)
     card = model_dir / "MODEL_CARD.md"
-    card.write_text("\n".join(lines) + "\n")
+    notes = hand_written_notes(card)
+    card.write_text("\n".join(lines) + "\n" + notes)
     return card
+
+
+def hand_written_notes(card: Path) -> str:
+    """The part of an existing card from NOTES_MARKER on ("" without one): what a rewrite keeps."""
+    if not card.is_file():
+        return ""
+    head, marker, notes = card.read_text().partition(NOTES_MARKER)
+    return marker + notes

@@ -114,3 +114,14 @@ def test_a_card_without_its_run_takes_the_config_from_the_manifest_or_refuses_na
     assert card_config(models, "full").name == "full"
     with pytest.raises(ConfigError, match="not a model folder"):
         card_config(tmp_path / "nothing")
+
+
+def test_a_rewritten_card_keeps_what_follows_the_hand_written_marker(tmp_path):
+    from metaloco.adaptation.model_card import NOTES_MARKER, hand_written_notes
+
+    card = tmp_path / "MODEL_CARD.md"
+    assert hand_written_notes(card) == ""
+    card.write_text("# generated\n| table |\n")
+    assert hand_written_notes(card) == ""
+    card.write_text(f"# generated\n| table |\n{NOTES_MARKER}\n\n## What these models do not do yet\n- falls\n")
+    assert hand_written_notes(card) == f"{NOTES_MARKER}\n\n## What these models do not do yet\n- falls\n"
