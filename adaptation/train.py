@@ -35,6 +35,7 @@ import torch
 import yaml
 
 from metaloco.adaptation import numerics
+from metaloco.adaptation.curriculum import FaultFocus
 from metaloco.adaptation.networks import FROZEN_ESTIMATE, LatentEncoder, RMAActor, RMAStudent, encoder_input
 from metaloco.adaptation.prior import fit_prior
 from metaloco.adaptation.train_config import TrainConfig, load_train_config
@@ -220,6 +221,12 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
             it, wall, difficulty = int(saved["iteration"]), float(saved["wall_s"]), float(saved["difficulty"])
             log(f"[{name}] resuming at iteration {it} (difficulty {difficulty:.2f})")
         venv.set_difficulty(difficulty)
+        focus = None
+        if cfg.curriculum.fault_focus > 0 and venv.fault_kinds:
+            focus = FaultFocus(len(venv.fault_kinds), cfg.curriculum.fault_focus)
+            if ckpt_path.is_file() and "fault_focus" in saved:
+                focus.load(saved["fault_focus"])
+            venv.set_fault_weights(focus.weights())
         steps_per_it = cfg.num_envs * cfg.steps_per_env
         new_file = not csv_path.is_file() or it == 0
         with open(csv_path, "w" if new_file else "a", newline="") as fh:
@@ -241,12 +248,17 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
                             and tracking >= c.min_tracking):
                         difficulty = min(1.0, difficulty + c.step)
                         venv.set_difficulty(difficulty)
+                if focus is not None:
+                    venv.set_fault_weights(focus.update(venv.completed_fault_kinds[mark:], venv.completed_falls[mark:]))
                 loss = _last_loss(runner)
                 writer.writerow([it, it * steps_per_it, round(wall, 1), round(ret, 4), round(length, 1),
                                  round(fall_rate, 3), round(tracking, 3), episodes, round(difficulty, 2), round(loss, 5)])
                 fh.flush()
                 tmp = ckpt_path.with_suffix(".tmp")
-                torch.save({"alg": runner.alg.save(), "iteration": it, "wall_s": wall, "difficulty": difficulty}, tmp)
+                saving = {"alg": runner.alg.save(), "iteration": it, "wall_s": wall, "difficulty": difficulty}
+                if focus is not None:
+                    saving["fault_focus"] = focus.state()
+                torch.save(saving, tmp)
                 os.replace(tmp, ckpt_path)
                 eta = wall / it * (total_iterations - it) / 60
                 episode_stats = (f"return {ret:.3f} | episode {length:.0f} steps | falls {fall_rate:.0%} | "

@@ -36,6 +36,10 @@ class CurriculumConfig:
                                        doc="... and episodes last at least this fraction of the time limit ...")
     min_tracking: float = spec(0.5, range=(0.0, 1.0),
                                doc="... and velocity tracking, mean exp(-err^2/sigma) over the episode, reaches this.")
+    fault_focus: float = spec(0.0, range=(0.0, 1.0),
+                              doc="Share of drawn faults whose kind (joint, mode) is chosen in proportion to how "
+                                  "often that kind has made recent episodes fall (adaptation/curriculum.py); the "
+                                  "rest stay uniform. 0: every kind equally often, as before.")
 
 
 @dataclass

@@ -85,6 +85,8 @@ class LocomotionEnv(gymnasium.Env):
         self.last_action = np.zeros(self.n_actions)
         self.steps = 0
         self.pending_faults: tuple[float, dict[str, JointFault]] | None = None
+        self.fault_kind = -1
+        """This episode's fault as an index in `sampler.fault_kinds` (-1: none), for the fault curriculum."""
         self._last_qd = np.zeros(n)
         self._obs = np.zeros(obs_dim, np.float32)
         self._task_vec_version = -1
@@ -110,13 +112,16 @@ class LocomotionEnv(gymnasium.Env):
         self.pending_faults = None
         if "task" in options:
             task = options["task"]
+            self.fault_kind = self.sampler.fault_kind(task)
         elif self.cfg.randomize_tasks:
             task, onset = self.sampler.sample()
+            self.fault_kind = self.sampler.fault_kind(task)
             if onset > 0 and task.faults:
                 self.pending_faults = (onset, task.faults)
                 task = Task(terrain=task.terrain, dynamics=task.dynamics)
         else:
             task = Task()
+            self.fault_kind = -1
         self.robot.reset(task)
         if "command" in options:
             self.command = np.asarray(options["command"], dtype=np.float64)
@@ -204,6 +209,10 @@ class LocomotionEnv(gymnasium.Env):
     def set_difficulty(self, level: float) -> None:
         """Curriculum level in [0, 1] for tasks drawn at later resets."""
         self.sampler.difficulty = float(np.clip(level, 0.0, 1.0))
+
+    def set_fault_weights(self, weights: np.ndarray | None) -> None:
+        """Probabilities over `sampler.fault_kinds` for faults drawn at later resets (None: uniform)."""
+        self.sampler.kind_weights = None if weights is None else np.asarray(weights, dtype=np.float64)
 
     def privileged(self, lin_vel_base: np.ndarray | None = None) -> np.ndarray:
         """The privileged vector: the task, the active push and the true base velocity."""

@@ -38,7 +38,7 @@ def serve(conn: Connection, cfg: EnvConfig, seeds: list[int]) -> None:
                     lengths[k] += 1
                     tracking[k] += info["tracking"]
                     if term or trunc:
-                        finished.append((returns[k], lengths[k], term, tracking[k] / lengths[k]))
+                        finished.append((returns[k], lengths[k], term, tracking[k] / lengths[k], env.fault_kind))
                         returns[k], lengths[k], tracking[k] = 0.0, 0, 0.0
                         o, info = env.reset()
                     obs.append(o)
@@ -48,6 +48,10 @@ def serve(conn: Connection, cfg: EnvConfig, seeds: list[int]) -> None:
             elif cmd == "difficulty":
                 for env in envs:
                     env.set_difficulty(arg)
+                conn.send(None)
+            elif cmd == "fault_weights":
+                for env in envs:
+                    env.set_fault_weights(arg)
                 conn.send(None)
             elif cmd == "stats":
                 conn.send((sum(e.robot.physics_steps for e in envs), sum(e.robot.physics_wall_s for e in envs)))

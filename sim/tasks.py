@@ -183,6 +183,20 @@ class TaskSampler:
                 raise ConfigError("", "faults.joints", f"no joint '{name}'; the robot's joints are {self.joint_names}")
         pool = fr.joints or self.joint_names
         self.fault_joints = [j for j in pool if j not in fr.held_out_joints]
+        self.fault_kinds = [(j, m) for j in self.fault_joints for m in fr.modes]
+        """Every (joint, mode) a drawn fault can have, in a fixed order (`fault_kind`'s index)."""
+        self.kind_weights: np.ndarray | None = None
+        """Probabilities over `fault_kinds` for a drawn fault (None: joint and mode uniform and independent)."""
+
+    def fault_kind(self, task: Task) -> int:
+        """Index in `fault_kinds` of the task's fault (-1: none, more than one, or one never drawn)."""
+        if len(task.faults) != 1:
+            return -1
+        (joint, fault), = task.faults.items()
+        try:
+            return self.fault_kinds.index((joint, fault.mode))
+        except ValueError:
+            return -1
 
     def _lerp(self, nominal: float, low: float, high: float) -> float:
         value = self.rng.uniform(low, high)
@@ -218,8 +232,11 @@ class TaskSampler:
         fr = r.faults
         onset = 0.0
         if self.fault_joints and self.rng.random() < fr.probability * d:
-            joint = str(self.rng.choice(self.fault_joints))
-            mode = str(self.rng.choice(fr.modes))
+            if self.kind_weights is None:
+                joint = str(self.rng.choice(self.fault_joints))
+                mode = str(self.rng.choice(fr.modes))
+            else:
+                joint, mode = self.fault_kinds[int(self.rng.choice(len(self.fault_kinds), p=self.kind_weights))]
             fault = JointFault(mode=mode)
             if mode == "weak":
                 fault.strength = float(self.rng.uniform(*fr.weak_strength))

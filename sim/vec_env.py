@@ -68,6 +68,9 @@ class SubprocVecEnv(VecEnv):
         self.completed_falls: list[bool] = []
         self.completed_tracking: list[float] = []
         """Per finished episode: mean of exp(-|v_cmd_xy - v_xy|^2 / sigma) over its steps (1 = perfect)."""
+        self.completed_fault_kinds: list[int] = []
+        """Per finished episode: its fault as an index in `fault_kinds` (-1: none)."""
+        self.fault_kinds = probe.sampler.fault_kinds
         self.history_length = history_length
         self._obs, self._priv = self._gather("reset", [None] * len(self._conns))
         self._history = torch.zeros(num_envs, max(history_length, 1), self.num_obs)
@@ -105,7 +108,8 @@ class SubprocVecEnv(VecEnv):
             self._history[torch.from_numpy(done)] = 0.0
             self._history[:, -1] = self._obs
         for r in replies:
-            for ret, length, f, track in r[5]:
+            for ret, length, f, track, kind in r[5]:
+                self.completed_fault_kinds.append(int(kind))
                 self.completed_returns.append(float(ret))
                 self.completed_lengths.append(int(length))
                 self.completed_falls.append(bool(f))
@@ -118,6 +122,10 @@ class SubprocVecEnv(VecEnv):
     def set_difficulty(self, level: float) -> None:
         """Curriculum level for tasks drawn at later resets (all envs)."""
         self._gather("difficulty", [level] * len(self._conns))
+
+    def set_fault_weights(self, weights: np.ndarray | None) -> None:
+        """Probabilities over `fault_kinds` for faults drawn at later resets (all envs; None: uniform)."""
+        self._gather("fault_weights", [weights] * len(self._conns))
 
     def physics_stats(self) -> tuple[int, float]:
         """Physics steps taken so far and wall time spent inside pybullet's stepSimulation, over all workers."""
