@@ -185,14 +185,30 @@ def make_finetune_runner(cfg: TrainConfig, venv: SubprocVecEnv, phase1: dict, ph
     return runner
 
 
-def _episode_stats(venv: SubprocVecEnv, mark: int) -> tuple[float, float, float, float, int]:
+def _episode_stats(venv: SubprocVecEnv, mark: int,
+                   kind_weights: np.ndarray | None = None) -> tuple[float, float, float, float, int]:
+    """Mean return, length, fall rate and tracking of the episodes finished since `mark`, and their number.
+
+    With `kind_weights` (the fault focus's draw probabilities over the fault kinds while they ran), each faulted
+    episode is weighted by uniform / drawn probability of its kind: the means are then those of the task family
+    as defined, not of the tilted draw, so the difficulty curriculum is not held back by the hard kinds the focus
+    seeks out.
+    """
     returns = venv.completed_returns[mark:]
     if not returns:
         return float("nan"), float("nan"), float("nan"), float("nan"), 0
     lengths = venv.completed_lengths[mark:]
     falls = venv.completed_falls[mark:]
     tracking = venv.completed_tracking[mark:]
-    return float(np.mean(returns)), float(np.mean(lengths)), float(np.mean(falls)), float(np.mean(tracking)), len(returns)
+    if kind_weights is None:
+        mean = np.mean
+    else:
+        kinds = np.asarray(venv.completed_fault_kinds[mark:])
+        weights = np.ones(len(kinds))
+        faulted = kinds >= 0
+        weights[faulted] = (1.0 / len(kind_weights)) / kind_weights[kinds[faulted]]
+        mean = lambda values: np.average(values, weights=weights)  # noqa: E731
+    return float(mean(returns)), float(mean(lengths)), float(mean(falls)), float(mean(tracking)), len(returns)
 
 
 def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
@@ -221,12 +237,13 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
             it, wall, difficulty = int(saved["iteration"]), float(saved["wall_s"]), float(saved["difficulty"])
             log(f"[{name}] resuming at iteration {it} (difficulty {difficulty:.2f})")
         venv.set_difficulty(difficulty)
-        focus = None
+        focus, kind_weights = None, None
         if cfg.curriculum.fault_focus > 0 and venv.fault_kinds:
             focus = FaultFocus(len(venv.fault_kinds), cfg.curriculum.fault_focus)
             if ckpt_path.is_file() and "fault_focus" in saved:
                 focus.load(saved["fault_focus"])
-            venv.set_fault_weights(focus.weights())
+            kind_weights = focus.weights()
+            venv.set_fault_weights(kind_weights)
         steps_per_it = cfg.num_envs * cfg.steps_per_env
         new_file = not csv_path.is_file() or it == 0
         with open(csv_path, "w" if new_file else "a", newline="") as fh:
@@ -241,7 +258,7 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
                 runner.learn(num_learning_iterations=n)
                 wall += time.time() - start
                 it += n
-                ret, length, fall_rate, tracking, episodes = _episode_stats(venv, mark)
+                ret, length, fall_rate, tracking, episodes = _episode_stats(venv, mark, kind_weights)
                 if fixed_difficulty is None and episodes > 0:
                     c = cfg.curriculum
                     if (fall_rate < c.max_fall_rate and length > c.min_episode_fraction * venv.max_episode_length
@@ -249,7 +266,8 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
                         difficulty = min(1.0, difficulty + c.step)
                         venv.set_difficulty(difficulty)
                 if focus is not None:
-                    venv.set_fault_weights(focus.update(venv.completed_fault_kinds[mark:], venv.completed_falls[mark:]))
+                    kind_weights = focus.update(venv.completed_fault_kinds[mark:], venv.completed_falls[mark:])
+                    venv.set_fault_weights(kind_weights)
                 loss = _last_loss(runner)
                 writer.writerow([it, it * steps_per_it, round(wall, 1), round(ret, 4), round(length, 1),
                                  round(fall_rate, 3), round(tracking, 3), episodes, round(difficulty, 2), round(loss, 5)])

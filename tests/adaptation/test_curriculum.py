@@ -71,3 +71,19 @@ def test_training_with_the_fault_focus_checkpoints_its_counts(tmp_path):
     saved = torch.load(tmp_path / "phase1" / "checkpoint.pt", weights_only=True)
     episodes, falls = saved["fault_focus"].numpy()
     assert episodes.shape == (44,) and episodes.sum() > 0 and (falls <= episodes).all()
+
+
+def test_the_difficulty_curriculum_sees_the_family_as_defined_not_the_tilted_draw():
+    from types import SimpleNamespace
+
+    from metaloco.adaptation.train import _episode_stats
+
+    # kind 0 is drawn 3 times as often as kind 1 (its weight 0.75 against a uniform 0.5): each of its episodes
+    # counts 2/3, each of kind 1's 2, each unfaulted one 1
+    venv = SimpleNamespace(completed_returns=[1.0, 1.0, 1.0, 5.0, 3.0], completed_lengths=[10, 10, 10, 50, 30],
+                           completed_falls=[True, True, True, False, False], completed_tracking=[0.1] * 5,
+                           completed_fault_kinds=[0, 0, 0, 1, -1])
+    tilted = _episode_stats(venv, 0)
+    family = _episode_stats(venv, 0, kind_weights=np.array([0.75, 0.25]))
+    assert tilted[2] == 0.6 and abs(family[2] - 2.0 / 5.0) < 1e-12  # falls: (3 x 2/3) / (2 + 2 + 1)
+    assert abs(family[0] - (2.0 + 10.0 + 3.0) / 5.0) < 1e-12 and family[4] == 5
