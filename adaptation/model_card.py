@@ -399,5 +399,5 @@ def hand_written_notes(card: Path) -> str:
     """The part of an existing card from NOTES_MARKER on ("" without one): what a rewrite keeps."""
     if not card.is_file():
         return ""
-    head, marker, notes = card.read_text().partition(NOTES_MARKER)
+    _, marker, notes = card.read_text().partition(NOTES_MARKER)
     return marker + notes

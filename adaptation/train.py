@@ -231,19 +231,18 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
         rollouts_on_one_thread(runner.alg, threads)
         it, wall = 0, 0.0
         difficulty = cfg.curriculum.start if fixed_difficulty is None else fixed_difficulty
-        if ckpt_path.is_file():
-            saved = torch.load(ckpt_path, weights_only=True)
+        saved = torch.load(ckpt_path, weights_only=True) if ckpt_path.is_file() else {}
+        if saved:
             runner.alg.load(saved["alg"], None, strict=True)
             it, wall, difficulty = int(saved["iteration"]), float(saved["wall_s"]), float(saved["difficulty"])
             log(f"[{name}] resuming at iteration {it} (difficulty {difficulty:.2f})")
         venv.set_difficulty(difficulty)
-        focus, kind_weights = None, None
+        focus = None
         if cfg.curriculum.fault_focus > 0 and venv.fault_kinds:
             focus = FaultFocus(len(venv.fault_kinds), cfg.curriculum.fault_focus)
-            if ckpt_path.is_file() and "fault_focus" in saved:
+            if "fault_focus" in saved:
                 focus.load(saved["fault_focus"])
-            kind_weights = focus.weights()
-            venv.set_fault_weights(kind_weights)
+            venv.set_fault_weights(focus.weights())
         steps_per_it = cfg.num_envs * cfg.steps_per_env
         new_file = not csv_path.is_file() or it == 0
         with open(csv_path, "w" if new_file else "a", newline="") as fh:
@@ -258,7 +257,8 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
                 runner.learn(num_learning_iterations=n)
                 wall += time.time() - start
                 it += n
-                ret, length, fall_rate, tracking, episodes = _episode_stats(venv, mark, kind_weights)
+                drawn = focus.weights() if focus is not None else None  # what this block's faults were drawn by
+                ret, length, fall_rate, tracking, episodes = _episode_stats(venv, mark, drawn)
                 if fixed_difficulty is None and episodes > 0:
                     c = cfg.curriculum
                     if (fall_rate < c.max_fall_rate and length > c.min_episode_fraction * venv.max_episode_length
@@ -266,8 +266,7 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
                         difficulty = min(1.0, difficulty + c.step)
                         venv.set_difficulty(difficulty)
                 if focus is not None:
-                    kind_weights = focus.update(venv.completed_fault_kinds[mark:], venv.completed_falls[mark:])
-                    venv.set_fault_weights(kind_weights)
+                    venv.set_fault_weights(focus.update(venv.completed_fault_kinds[mark:], venv.completed_falls[mark:]))
                 loss = _last_loss(runner)
                 writer.writerow([it, it * steps_per_it, round(wall, 1), round(ret, 4), round(length, 1),
                                  round(fall_rate, 3), round(tracking, 3), episodes, round(difficulty, 2), round(loss, 5)])
