@@ -88,13 +88,16 @@ def test_the_bag_holds_every_message_the_trial_published(trial):
 
 def test_the_event_reached_the_simulator_at_its_time(trial):
     """The locked knee stops moving at the event (it swung with the gait before)."""
-    out, result = trial
+    out, _ = trial
     bag = read_bag(out)
     joints = bag.topic("joint_states")
     knee = joints["position"][:, joints["name"].index("FR_lower_joint")]
     t = joints.t - bag.topic("cmd_vel").t[0]
-    landed = result["events"][0]["sent_at_s"]  # 1.5 s, or a few control periods later on a busy machine
-    before, after = knee[(t > 0.3) & (t < 1.4)], knee[t > landed + 0.1]
+    # After the event: from its own stamp in the bag, on the clock the joint states are stamped on. Counted from
+    # the first command's stamp instead (`sent_at_s` after it), a first command stamped one of the recorder's
+    # 60-100 ms gaps late put the knee's last swing into this window (seen on a slow host, session 16).
+    landed = bag.topic("sim/events").t[0]
+    before, after = knee[(t > 0.3) & (t < 1.4)], knee[joints.t > landed + 0.1]
     assert np.ptp(before) > 0.05, f"the knee did not move before the event ({np.ptp(before):.4f} rad)"
     assert np.ptp(after) < 0.01, f"the locked knee moved {np.ptp(after):.4f} rad"
 
