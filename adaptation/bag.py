@@ -40,6 +40,8 @@ BAG_VERSION = 9
 CLOSED_KEY = "metaloco.closed"
 #: custom_data key: the model folder a trial's policy node ran (adaptation off may run before_phase3/).
 MODEL_KEY = "metaloco.model"
+#: custom_data key: the trial's time 0 (integer ns on the clock that stamped the bag), as the trial runner saw it.
+START_KEY = "metaloco.start_ns"
 
 
 class BagError(RuntimeError):

@@ -7,9 +7,11 @@ the robot bridge carrying the key-values below: no contract topic carries the ba
 bridge reports it there. The sim bridge knows it; a hardware bridge has no ground truth and leaves it
 out, and the report then says that speed, distance, tracking, falls and recovery were not measured.
 
-Time. A trial starts with its first `cmd_vel` message: times in the report are seconds from it, and
-what was recorded before (the robot standing up, settling) is not measured. The bag says which clock
-stamped it (custom_data `metaloco.clock`, `metaloco.timing`): a sim trial is stamped with the
+Time. A trial starts at the trial runner's time 0 (custom_data `metaloco.start_ns`, on the clock that
+stamped the bag), or where a bag lacks it at its first `cmd_vel` message: times in the report are seconds
+from there, and what was recorded before (the robot standing up, settling) is not measured. The recorder
+stamps on receipt, so on a busy machine the first cmd_vel can be stamped 100-160 ms off the runner's time 0.
+The bag says which clock stamped it (custom_data `metaloco.clock`, `metaloco.timing`): a sim trial is stamped with the
 simulator's `/clock`, so a lock-step simulator slowed down by a busy machine is still measured in
 simulated seconds; the report states which.
 
@@ -29,7 +31,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from metaloco.adaptation.bag import MODEL_KEY, BagError, BagSeries, TopicSeries, diagnostic_values, read_bag
+from metaloco.adaptation.bag import MODEL_KEY, START_KEY, BagError, BagSeries, TopicSeries, diagnostic_values, read_bag
 from metaloco.adaptation.metrics import (
     EVAL_KEYS, EpisodeSeries, episode_metrics, phase_bounds, phase_mean, phase_metrics, stride_average, summarize,
 )
@@ -64,7 +66,7 @@ class Run:
     measured: bool = True
     """Whether the bag holds the measured base velocity (False on hardware: `episode.vx` is then meaningless)."""
     before_start: int = 0
-    """Events recorded before the trial's first cmd_vel (setup; not counted)."""
+    """Events recorded before the trial's start (setup; not counted)."""
 
 
 def _hold(t_src: np.ndarray, values: np.ndarray, t: np.ndarray, before: Any) -> np.ndarray:
@@ -109,13 +111,25 @@ def event_label(text: str) -> str:
     return json.dumps(event, sort_keys=True, separators=(",", ":"))[:60]
 
 
-def from_trial_start(bag: BagSeries) -> BagSeries:
-    """A copy of a decoded bag whose times count from the trial's start, its first `cmd_vel` message.
+def trial_start(bag: BagSeries) -> float:
+    """The trial's time 0 in the bag's time (s): the runner's (`START_KEY`), else the first `cmd_vel` message.
 
     Raises:
         BagError: The bag has no cmd_vel.
     """
-    start = float(bag.topic("cmd_vel").t[0])
+    first_cmd = float(bag.topic("cmd_vel").t[0])
+    if START_KEY not in bag.custom:
+        return first_cmd
+    return (int(bag.custom[START_KEY]) - bag.start_ns) / 1e9
+
+
+def from_trial_start(bag: BagSeries) -> BagSeries:
+    """A copy of a decoded bag whose times count from the trial's start (`trial_start`).
+
+    Raises:
+        BagError: The bag has no cmd_vel.
+    """
+    start = trial_start(bag)
     topics = {name: TopicSeries(s.topic, s.msgtype, s.t - start, s.fields) for name, s in bag.topics.items()}
     return BagSeries(bag.path, bag.start_ns + int(round(start * 1e9)), bag.counts, topics, bag.custom)
 
@@ -123,7 +137,7 @@ def from_trial_start(bag: BagSeries) -> BagSeries:
 def trial_episode(bag: BagSeries, mass_kg: float | None = None) -> tuple[EpisodeSeries, list[tuple[float, str]]]:
     """The `EpisodeSeries` of a recorded trial, and its events as (time, label).
 
-    The trial starts at the first `cmd_vel` (give `from_trial_start(bag)` to count from there): samples
+    The trial starts at `trial_start(bag)` (give `from_trial_start(bag)` to count from there): samples
     are the `joint_states` times from then on, inside the span of the base-velocity reports (or those
     reports' times if no joint_states were recorded); the bridge's velocity is stride-averaged as in
     `metaloco eval` (`metrics.stride_average`) and interpolated, command and fall flag are held. Events
@@ -133,7 +147,7 @@ def trial_episode(bag: BagSeries, mass_kg: float | None = None) -> tuple[Episode
         BagError: The bag lacks cmd_vel or the bridge's base velocity (see `measured_velocity`).
     """
     cmd = bag.topic("cmd_vel")
-    start = float(cmd.t[0])
+    start = trial_start(bag)
     t_vx, vx_src = measured_velocity(bag)
     if len(t_vx) == 0:
         raise BagError(f"bag {bag.path} has no measured base velocity: no status on /diagnostics carries "
@@ -142,7 +156,7 @@ def trial_episode(bag: BagSeries, mass_kg: float | None = None) -> tuple[Episode
     diag = bag.topic("diagnostics")
     span = t_vx >= start
     if not span.any():
-        raise BagError(f"bag {bag.path}: no base velocity was recorded after the trial's first cmd_vel")
+        raise BagError(f"bag {bag.path}: no base velocity was recorded after the trial's start")
     t, tau, qdot = t_vx[span], None, None
     joints = bag.topics.get("/joint_states")
     if joints is not None:
@@ -158,7 +172,7 @@ def trial_episode(bag: BagSeries, mass_kg: float | None = None) -> tuple[Episode
         _, m_text = diagnostic_values(diag, MASS_KEY)
         mass_kg = _number(m_text[-1]) if m_text else None
         mass_kg = mass_kg if mass_kg is not None and np.isfinite(mass_kg) and mass_kg > 0 else None
-    events = [e for e in recorded_events(bag) if e[0] >= start - 1e-9]
+    events = trial_events(bag)
     episode = EpisodeSeries(
         t=t, cmd_vx=_hold(cmd.t, cmd["linear"][:, 0], t, 0.0),
         vx=np.interp(t, t_vx, stride_average(t_vx, vx_src)),
@@ -207,17 +221,24 @@ def recorded_events(bag: BagSeries) -> list[tuple[float, str]]:
     return [(float(ti), event_label(text)) for ti, text in zip(ev.t, ev["data"])]
 
 
+def trial_events(bag: BagSeries) -> list[tuple[float, str]]:
+    """The events of the trial itself, not its setup: from its start, or from its first cmd_vel if that was
+    stamped earlier (an event due at time 0 goes out on the tick the first cmd_vel does)."""
+    since = min(trial_start(bag), float(bag.topic("cmd_vel").t[0])) - 1e-9
+    return [e for e in recorded_events(bag) if e[0] >= since]
+
+
 def _unmeasured_episode(bag: BagSeries) -> tuple[EpisodeSeries, list[tuple[float, str]]]:
     """A trial without a measured velocity (hardware): command, torques and events only; vx is a placeholder."""
     cmd = bag.topic("cmd_vel")
     t, tau, qdot = cmd.t, None, None
     joints = bag.topics.get("/joint_states")
-    if joints is not None and (joints.t >= cmd.t[0]).sum() >= 2:
-        keep = joints.t >= cmd.t[0]
+    keep = None if joints is None else joints.t >= trial_start(bag)
+    if keep is not None and keep.sum() >= 2:
         t, tau, qdot = joints.t[keep], joints["effort"][keep], joints["velocity"][keep]
     t, first = np.unique(t, return_index=True)
     tau, qdot = (None, None) if tau is None else (tau[first], qdot[first])
-    events = [e for e in recorded_events(bag) if e[0] >= cmd.t[0] - 1e-9]
+    events = trial_events(bag)
     return EpisodeSeries(t=t, cmd_vx=_hold(cmd.t, cmd["linear"][:, 0], t, 0.0), vx=np.zeros(len(t)), tau=tau,
                          qdot=qdot, event_times=[e for e, _ in events]), events
 
@@ -230,7 +251,7 @@ def load_run(source: str | Path | BagSeries, label: str | None = None, mass_kg: 
     episode, events = trial_episode(bag, mass_kg) if measured else _unmeasured_episode(bag)
     label = label or bag.custom.get("metaloco.method") or bag.path.parent.name or "run"
     run = Run(label, bag, episode, events, measured=measured,
-              before_start=sum(1 for t, _ in recorded_events(bag) if t < -1e-9))
+              before_start=len(recorded_events(bag)) - len(trial_events(bag)))
     run.metrics = trial_metrics(run)
     return run
 
@@ -435,7 +456,8 @@ def write_report(run: str | Path | BagSeries, out_dir: str | Path, *, title: str
         ["measured speed", *("yes" if r.measured else "no (no base_vx in the bag: a hardware bridge has no "
                              "ground truth of the base velocity)" for r in runs)],
     ])
-    md += ["", "Times are seconds from each trial's start, its first `cmd_vel` message; what the bag holds from "
+    md += ["", "Times are seconds from each trial's start (the trial runner's time 0, or the first `cmd_vel` "
+           "message where the bag does not hold it); what the bag holds from "
            "before (the robot standing up and settling) is not measured"
            + (f" ({sum(r.before_start for r in runs)} event(s) recorded before the start are not counted)"
               if any(r.before_start for r in runs) else "") + ". "

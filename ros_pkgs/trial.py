@@ -279,7 +279,7 @@ def run_trial(plan: TrialPlan, *, ready_timeout_s: float = 120.0, run_timeout_s:
     from rclpy.logging import LoggingSeverity
     from rclpy.parameter import Parameter
 
-    from metaloco.adaptation.bag import MODEL_KEY
+    from metaloco.adaptation.bag import MODEL_KEY, START_KEY
     from metaloco.ros_pkgs.launch_xml import LaunchRunner
     from metaloco.ros_pkgs.recorder import Recorder
     from metaloco.ros_pkgs.ros_env import ensure_localhost_discovery
@@ -355,6 +355,7 @@ def run_trial(plan: TrialPlan, *, ready_timeout_s: float = 120.0, run_timeout_s:
         if plan.sim and bridge in runner.nodes:
             runner.stop_node(bridge)  # the simulated robot stops here; what it sent is still on its way
         published = {f"/{t}": n for t, n in trial.published.items()}
+        recorder.writer.custom[START_KEY] = str(round(trial.t0 * 1e9))  # the report's time 0
         _drain(recorder, published)
         spinner.stop(recorder)  # no callback may write while the bag is closed
         summary = recorder.close()

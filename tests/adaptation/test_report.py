@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metaloco.adaptation.bag import TYPESTORE, BagError, SegmentedBagWriter, read_bag
+from metaloco.adaptation.bag import START_KEY, TYPESTORE, BagError, SegmentedBagWriter, read_bag
 from metaloco.adaptation.metrics import EVAL_KEYS
-from metaloco.adaptation.report import regenerate_report, trial_episode, trial_metrics, write_report
+from metaloco.adaptation.report import from_trial_start, regenerate_report, trial_episode, trial_metrics, write_report
 
 T0_NS = 1_700_000_000_000_000_000
 JOINTS = [f"{leg}_{part}_joint" for leg in ("FR", "FL", "RR", "RL") for part in ("hip", "upper", "lower")]
@@ -186,3 +186,14 @@ def test_a_trial_counts_from_its_first_command(tmp_path):
     assert metrics["distance_m"] == pytest.approx(0.5 * 4.98, abs=0.08)  # the stride average blurs the first 0.25 s
     assert metrics["recovery_time_s"] == 0.0  # the setup event came before the start: no event in the trial
     assert "1 event(s) recorded before the start are not counted" in text
+
+
+def test_a_trial_counts_from_the_runners_time_0_when_the_bag_holds_it(tmp_path):
+    """The recorder stamps on receipt, so the first cmd_vel can land off the runner's time 0 (`START_KEY`)."""
+    writer = write_trial_bag(tmp_path / "bag", recover_at=2.5, close=False)
+    writer.custom[START_KEY] = str(T0_NS + 100_000_000)  # the runner started 0.1 s after the first cmd_vel's stamp
+    writer.close()
+    text = write_report(tmp_path / "bag", tmp_path).read_text()
+    assert "| 1 | 1.900 | 2.000 | `fault FR_lower_joint locked` |" in text  # seen at 1.9 s of the trial, due at 2
+    episode, events = trial_episode(from_trial_start(read_bag(tmp_path / "bag")))
+    assert episode.t[0] == pytest.approx(0.0) and events[0][0] == pytest.approx(1.9)
