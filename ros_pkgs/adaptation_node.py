@@ -1,6 +1,7 @@
 """`adaptation_node`: estimates the latent online and hands it to the policy (RMA, Kumar et al. 2021).
 
-Every observation the policy acted on arrives on `policy/obs_action` and goes into an `ObsHistory`
+Every observation the policy made arrives on `policy/obs_action` (a policy waiting for a live latent
+sends its observations without an action) and goes into an `ObsHistory`
 (oldest first, zeros before the start, as in training). At ~10 Hz the adapter (`adapter.onnx`)
 reads the history, `LatentEstimator` fuses its raw estimate with the simulator prior
 (`prior.json`), and the node publishes the fused latent on `adaptation/latent` and what the

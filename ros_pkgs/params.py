@@ -41,8 +41,9 @@ class PolicyNodeConfig:
     cmd_vel_timeout_s: float = spec(0.5, range=(0.01, 3600.0),
                                     doc="A cmd_vel older than this counts as zero velocity (a dead joystick stops).")
     latent_timeout_s: float = spec(1.0, range=(0.05, 60.0),
-                                   doc="adaptation/latent silent this long: the last latent is kept, and said so; a "
-                                       "policy with latent_input 'adapter' stops commanding instead.")
+                                   doc="adaptation/latent silent this long (counted in control cycles): the last "
+                                       "latent is kept, and said so; a policy with latent_input 'adapter' stops "
+                                       "commanding instead.")
     initial_latent: str = spec("prior_mean", choices=("prior_mean", "nominal"),
                                doc="Latent used until adaptation/latent arrives: the prior mean or the nominal task's.")
     diagnostics_period_s: float = spec(1.0, range=(0.05, 60.0), doc="Period of the diagnostics summary.")

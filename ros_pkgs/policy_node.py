@@ -7,6 +7,15 @@ one arrives; a policy fine-tuned on the adapter's estimate, `latent_input: adapt
 that latent flows), turns the action into targets with the model's own `ActionMap`, and publishes
 `joint_commands` (stamped with the state it answers) and `policy/obs_action`.
 
+The latent's age is counted in this loop's cycles (cycles since it came, times the period), not in
+wall seconds: it is how long the policy has run, or would have run, on a held latent. On a robot the
+two agree while the loop keeps its rate; a lock-step simulator on a busy machine slows the loop and
+the robot's world with it, and a starved adaptation node then costs the robot nothing it would not
+have lived through. A policy waiting for a live latent still publishes each observation on
+`policy/obs_action` (without an action part: none was taken), so that an adaptation node that
+restarted its history after a gap can fill it and commands resume (without them, the two nodes
+waited on each other for good).
+
 The loop runs on a deadline schedule at the model's control period (`CycleSchedule`). A cycle is
 due every period and runs as soon as a fresh `joint_states` arrives in its window, inside that
 message's callback, so the command answers the state with no phase delay and no thread hand-off (a
@@ -73,6 +82,11 @@ class PolicyStep:
         self.last_action = np.zeros(policy.n_actions)
         self.inference_us: collections.deque[float] = collections.deque(maxlen=TIMING_WINDOW)
 
+    def observe(self, state: RobotState, command: np.ndarray) -> np.ndarray:
+        """The observation this step would act on; nothing is advanced."""
+        return build_observation(state, command, self.last_action, self.action_map.phase_observation(),
+                                 self.action_map.default_pos)
+
     def __call__(self, state: RobotState, command: np.ndarray,
                  latent: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Run one step.
@@ -83,8 +97,7 @@ class PolicyStep:
         Raises:
             MessageError: The policy's output is not finite (nothing is advanced).
         """
-        obs = build_observation(state, command, self.last_action, self.action_map.phase_observation(),
-                                self.action_map.default_pos)
+        obs = self.observe(state, command)
         t0 = time.perf_counter()
         action = self.policy(obs, latent)
         self.inference_us.append((time.perf_counter() - t0) * 1e6)
@@ -194,7 +207,12 @@ class PolicyNode(Node):
         self._command = np.zeros(3)
         self._command_t: float | None = None
         self._latent_t: float | None = None
-        self._first_command_t: float | None = None
+        self.states_run = 0
+        """States a cycle ran on (a state re-run once its imu reading came counts once; `schedule.cycles`
+        counts it twice)."""
+        self._latent_cycle: int | None = None
+        """`states_run` when the last latent came (its age is counted in cycles)."""
+        self._first_command_cycle: int | None = None
         self._estop = False
         self._pending: JointState | None = None
 
@@ -239,6 +257,7 @@ class PolicyNode(Node):
                                       f"values, got {latent.tolist()}", throttle_duration_sec=5.0)
             return
         self.latent, self._latent_t, self.latent_source = latent, time.monotonic(), "adaptation"
+        self._latent_cycle = self.states_run
 
     def _on_estop(self, msg: Bool) -> None:
         self._estop = bool(msg.data)
@@ -254,6 +273,7 @@ class PolicyNode(Node):
             self._pending = None
             self._deferred.cancel()
             self.schedule.ran(now)
+            self.states_run += 1
             self._cycle(now, msg)
             return
         if self._pending is None:
@@ -268,6 +288,7 @@ class PolicyNode(Node):
             now = time.monotonic()
             self.schedule.catch_up(now, restart_after=self.timeout)
             self.schedule.ran(now)
+            self.states_run += 1
             self._cycle(now, msg)
 
     def _cycle(self, now: float, joints: JointState) -> None:
@@ -293,11 +314,12 @@ class PolicyNode(Node):
         elif not np.all(np.isfinite(command)):
             return self._refuse("NaN or infinite value in cmd_vel")
         if self.needs_live_latent:
-            if (problem := self._no_live_latent(now)) is not None:
+            if (problem := self._no_live_latent()) is not None:
+                self._obs_action.publish(float_array({"obs": self.step.observe(state, command)}))
                 return self._refuse(problem)
-        elif self._latent_t is not None and now - self._latent_t > self.cfg.latent_timeout_s:
+        elif (age := self._cycles_since(self._latent_cycle)) is not None and age > self.cfg.latent_timeout_s:
             self.latent_source = "held"
-            notes.append(f"adaptation/latent silent for {now - self._latent_t:.1f} s: keeping the last latent")
+            notes.append(f"adaptation/latent silent for {age:.1f} s: keeping the last latent")
         try:
             obs, action, targets = self.step(state, command, self.latent)
         except MessageError as err:
@@ -307,23 +329,27 @@ class PolicyNode(Node):
         self._commands.publish(targets_to_msg(targets, self.joint_names, joints.header.stamp))
         self._obs_action.publish(float_array({"obs": obs, "action": action}))
         self.commands += 1
-        if self._first_command_t is None:
-            self._first_command_t = now
+        if self._first_command_cycle is None:
+            self._first_command_cycle = self.states_run
         self._set_problem(None, notes)
 
-    def _no_live_latent(self, now: float) -> str | None:
+    def _cycles_since(self, cycle: int | None) -> float | None:
+        """Seconds of this loop's cycles since `cycle` (None if never)."""
+        return None if cycle is None else (self.states_run - cycle) * self.period
+
+    def _no_live_latent(self) -> str | None:
         """For a policy fine-tuned on the adapter's estimate (`latent_input: adapter`): why it must not run now.
 
         Such a policy reads the estimate as part of its state and was never trained on a fixed latent (one ran at
         0.9 m/s on a 0.5 m/s command with one). So it may use the initial latent only for `latent_timeout_s`
         after its first command (the adapter's history is filling), and stops commanding when adaptation/latent
-        is silent that long, rather than hold the last one.
+        is silent that long, rather than hold the last one (both counted in cycles of this loop).
         """
-        since = self._latent_t if self._latent_t is not None else self._first_command_t
-        if since is None or now - since <= self.cfg.latent_timeout_s:
+        age = self._cycles_since(self._latent_cycle if self._latent_cycle is not None else self._first_command_cycle)
+        if age is None or age <= self.cfg.latent_timeout_s:
             return None
-        what = (f"silent for {now - self._latent_t:.1f} s" if self._latent_t is not None
-                else f"not received {now - since:.1f} s after the first command")
+        what = (f"silent for {age:.1f} s" if self._latent_cycle is not None
+                else f"not received {age:.1f} s after the first command")
         return (f"adaptation/latent {what} (limit {self.cfg.latent_timeout_s:.1f} s): this policy was fine-tuned on "
                 "the adapter's estimate (latent_input: adapter) and is not trained to run on a held or fixed latent; "
                 "commands resume when adaptation/latent flows")

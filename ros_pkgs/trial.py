@@ -332,6 +332,11 @@ def run_trial(plan: TrialPlan, *, ready_timeout_s: float = 120.0, run_timeout_s:
               lambda: f"the recorder did not hear the graph within {RECORDER_MATCH_S:g} s "
                       f"(subscribers {trial.subscribers()}, recorded {recorder.writer.counts})", died)
         time.sleep(0.3)  # the recorder's side of discovery settles after the publishers' side
+        # Still ready? Starting the recorder loads the machine; a starved node can cost the graph its readiness
+        # (seen once: adaptation silent 1 s, the phase-3 policy stopped, the bridge damped), and a trial started
+        # then would record a robot lying down.
+        _wait(lambda: trial.ready, RECORDER_MATCH_S, lambda: "the graph stopped being ready while the recorder "
+              "started: " + "; ".join(trial.missing_now or ["it did not stay ready for settle_s"]), died)
 
         trial.begin()
         say(f"scenario '{scenario.name}': {scenario.duration_s:g} s, {len(scenario.events)} event(s)")

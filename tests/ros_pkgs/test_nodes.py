@@ -303,6 +303,39 @@ def test_a_policy_fine_tuned_on_the_adapter_runs_only_while_its_latent_flows(con
     assert not answered & set(quiet[-10:]), "kept commanding on a held latent"
     errors = [s.message for t, s in probe.statuses("policy_node") if t > silent and level_of(s) == 2]
     assert any("adaptation/latent silent" in m and "not trained to run on a held or fixed latent" in m for m in errors), errors
+    # While it waits it still publishes what it observes, with no action part (none was taken): an adaptation
+    # node that restarted its history after the gap fills it from these, and commands resume.
+    waiting = [split_float_array(m) for t, m in probe.received["policy/obs_action"] if t > silent + 0.45]
+    assert len(waiting) >= 5 and all(set(w) == {"obs"} and len(w["obs"]) == policy.policy.obs_dim for w in waiting)
+    flowing = []
+    for k in range(10):
+        if k % 2 == 0:
+            probe.pubs["adaptation/latent"].publish(latent)
+        flowing += stream(probe, 400 + k, 1)
+    time.sleep(0.2)
+    answered = {stamp_nanoseconds(m.header.stamp) for _, m in probe.received["joint_commands"]}
+    assert answered & set(flowing[3:]), "commands did not resume once the latent flowed again"
+
+
+def test_the_latent_ages_with_the_loop_not_the_wall_clock(context, spinner, with_latent_input):
+    """A lock-step simulator on a busy machine slows the loop; the latent's age counts the loop's cycles (0.6 s
+    of wall time without a latent is 6 cycles of 20 ms here, under latent_timeout_s = 0.3 s)."""
+    policy, probe = start_policy(context, spinner, with_latent_input("adapter"), latent_timeout_s=0.3)
+    latent = Float32MultiArray(data=(policy.prior.mean + 0.25).astype(np.float32).tolist())
+    probe.pubs["adaptation/latent"].publish(latent)
+    stream(probe, 0, 5)
+    wait_for(lambda: policy.latent_source == "adaptation", 2.0, "the latent to arrive")
+    slow = []
+    for k in range(6):  # one state per 100 ms: the simulated world runs at a fifth of real time
+        slow += stream(probe, 100 + k, 1)
+        time.sleep(0.08)
+    time.sleep(0.2)
+    answered = {stamp_nanoseconds(m.header.stamp) for _, m in probe.received["joint_commands"]}
+    assert set(slow) <= answered, "stopped on wall-clock silence the slowed loop did not live through"
+    quiet = stream(probe, 200, 25)  # at the loop's full rate: 0.3 s of cycles go by, and it stops
+    time.sleep(0.2)
+    answered = {stamp_nanoseconds(m.header.stamp) for _, m in probe.received["joint_commands"]}
+    assert not answered & set(quiet[-5:]), "kept commanding on a held latent"
 
 
 def test_a_model_for_other_gains_or_bad_parameters_are_refused(context, model_dir, tmp_path):
