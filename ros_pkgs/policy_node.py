@@ -206,7 +206,6 @@ class PolicyNode(Node):
         self._joints_t: float | None = None
         self._command = np.zeros(3)
         self._command_t: float | None = None
-        self._latent_t: float | None = None
         self.states_run = 0
         """States a cycle ran on (a state re-run once its imu reading came counts once; `schedule.cycles`
         counts it twice)."""
@@ -256,8 +255,7 @@ class PolicyNode(Node):
             self.get_logger().warning(f"adaptation/latent ignored: expected {self.policy.latent_dim} finite "
                                       f"values, got {latent.tolist()}", throttle_duration_sec=5.0)
             return
-        self.latent, self._latent_t, self.latent_source = latent, time.monotonic(), "adaptation"
-        self._latent_cycle = self.states_run
+        self.latent, self._latent_cycle, self.latent_source = latent, self.states_run, "adaptation"
 
     def _on_estop(self, msg: Bool) -> None:
         self._estop = bool(msg.data)
