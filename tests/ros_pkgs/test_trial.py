@@ -17,8 +17,9 @@ import pytest
 import yaml
 from rosbags.rosbag2 import Reader
 
-from metaloco.adaptation.bag import diagnostic_values, read_bag
+from metaloco.adaptation.bag import START_KEY, diagnostic_values, read_bag
 from metaloco.adaptation.metrics import EVAL_KEYS
+from metaloco.adaptation.report import from_trial_start
 from metaloco.cli import main
 from metaloco.ros_pkgs.launch_xml import LaunchError
 from metaloco.ros_pkgs.robot_bridge import TRUTH_STATUS
@@ -87,13 +88,14 @@ def test_the_bag_holds_every_message_the_trial_published(trial):
     # None lost or repeated. (Discovery matches each topic on its own, so the two streams' first recorded ticks
     # differ by a few: 169 statuses for 174 states, once.)
     assert np.allclose(np.diff(sim_t), 0.02), np.diff(sim_t)
-    t0 = result["events"][0]["clock_s"] - result["events"][0]["sent_at_s"]  # the trial's time 0 on /clock
+    t0 = int(bag.custom[START_KEY]) * 1e-9  # the runner's time 0 on /clock, as the bag holds it
+    assert t0 == pytest.approx(result["events"][0]["clock_s"] - result["events"][0]["sent_at_s"], abs=1e-6)
     in_trial = (sim_t > t0 + 1e-6) & (sim_t <= t0 + result["sim_s"] + 1e-6)
     assert result["sim_s"] == pytest.approx(3.0) and int(in_trial.sum()) == 150, (t0, sim_t[[0, -1]])
     # The event's receipt stamp, on /clock, against the runner's time 0 on the same clock: it can land one of those
     # gaps off, more on an overloaded machine (0.26 s late once with two busy loops beside the test on two cores).
     # Against the first cmd_vel's receipt stamp both ends could move: 1.34 s for 1.5 under that load.
-    event_t = bag.start_ns * 1e-9 + bag.topic("sim/events").t[0] - t0
+    event_t = from_trial_start(bag).topic("sim/events").t[0]
     assert event_t == pytest.approx(result["events"][0]["sent_at_s"], abs=0.3), event_t
 
 
