@@ -206,11 +206,8 @@ class PolicyNode(Node):
         self._joints_t: float | None = None
         self._command = np.zeros(3)
         self._command_t: float | None = None
-        self.states_run = 0
-        """States a cycle ran on (a state re-run once its imu reading came counts once; `schedule.cycles`
-        counts it twice)."""
         self._latent_cycle: int | None = None
-        """`states_run` when the last latent came (its age is counted in cycles)."""
+        """`schedule.cycles` when the last latent came (its age is counted in cycles)."""
         self._first_command_cycle: int | None = None
         self._estop = False
         self._pending: JointState | None = None
@@ -237,9 +234,9 @@ class PolicyNode(Node):
         self._imu, self._imu_t = msg, time.monotonic()
         waiting = self._awaiting_imu
         if waiting is not None and stamp_nanoseconds(msg.header.stamp) == stamp_nanoseconds(waiting.header.stamp):
-            # The state of this tick was refused for want of its imu reading, which has now come.
+            # The state of this tick was refused for want of its imu reading, which has now come. Its cycle
+            # was counted (and the next one scheduled) when the state came: this re-runs it, it is not a new one.
             self._awaiting_imu = None
-            self.schedule.ran(self._imu_t)
             self._cycle(self._imu_t, waiting)
 
     def _on_cmd_vel(self, msg: Twist) -> None:
@@ -255,7 +252,7 @@ class PolicyNode(Node):
             self.get_logger().warning(f"adaptation/latent ignored: expected {self.policy.latent_dim} finite "
                                       f"values, got {latent.tolist()}", throttle_duration_sec=5.0)
             return
-        self.latent, self._latent_cycle, self.latent_source = latent, self.states_run, "adaptation"
+        self.latent, self._latent_cycle, self.latent_source = latent, self.schedule.cycles, "adaptation"
 
     def _on_estop(self, msg: Bool) -> None:
         self._estop = bool(msg.data)
@@ -271,7 +268,6 @@ class PolicyNode(Node):
             self._pending = None
             self._deferred.cancel()
             self.schedule.ran(now)
-            self.states_run += 1
             self._cycle(now, msg)
             return
         if self._pending is None:
@@ -286,7 +282,6 @@ class PolicyNode(Node):
             now = time.monotonic()
             self.schedule.catch_up(now, restart_after=self.timeout)
             self.schedule.ran(now)
-            self.states_run += 1
             self._cycle(now, msg)
 
     def _cycle(self, now: float, joints: JointState) -> None:
@@ -328,12 +323,12 @@ class PolicyNode(Node):
         self._obs_action.publish(float_array({"obs": obs, "action": action}))
         self.commands += 1
         if self._first_command_cycle is None:
-            self._first_command_cycle = self.states_run
+            self._first_command_cycle = self.schedule.cycles
         self._set_problem(None, notes)
 
     def _cycles_since(self, cycle: int | None) -> float | None:
         """Seconds of this loop's cycles since `cycle` (None if never)."""
-        return None if cycle is None else (self.states_run - cycle) * self.period
+        return None if cycle is None else (self.schedule.cycles - cycle) * self.period
 
     def _no_live_latent(self) -> str | None:
         """For a policy fine-tuned on the adapter's estimate (`latent_input: adapter`): why it must not run now.

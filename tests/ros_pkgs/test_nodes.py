@@ -216,12 +216,14 @@ def test_a_nan_in_joint_states_sends_no_command_and_says_why(context, spinner, m
 
 
 def test_a_state_whose_imu_comes_late_is_answered_when_the_imu_arrives(context, spinner, model_dir):
-    """joint_states first, its imu reading (same stamp) 150 ms later: the policy waits for it, then answers."""
+    """joint_states first, its imu reading (same stamp) 150 ms later: the policy waits for it, then answers, and
+    that is one cycle of its loop, not two."""
     policy, probe = start_policy(context, spinner, model_dir)
     stream(probe, 0, 15)
     wait_for(lambda: len(probe.received["joint_commands"]) > 5, 5.0, "commands to flow")
     joints, imu, _, _ = robot_state(500)
     time.sleep(0.2)  # longer than the staleness limit: the last imu reading is stale now
+    cycles, commands = policy.schedule.cycles, policy.commands
     probe.pubs["joint_states"].publish(joints)
     time.sleep(0.15)
     assert stamp_nanoseconds(joints.header.stamp) not in {
@@ -230,6 +232,9 @@ def test_a_state_whose_imu_comes_late_is_answered_when_the_imu_arrives(context, 
     wait_for(lambda: stamp_nanoseconds(joints.header.stamp) in {
         stamp_nanoseconds(m.header.stamp) for _, m in probe.received["joint_commands"]}, 2.0,
         "the late state to be answered once its imu came")
+    wait_for(lambda: policy.commands > commands, 1.0, "the node to count the command it sent")
+    assert (policy.schedule.cycles - cycles, policy.commands - commands) == (1, 1), \
+        "one late state must be one cycle and one command"
 
 
 def test_estop_stops_the_policy_until_released(context, spinner, model_dir):
