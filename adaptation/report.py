@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.figure import Figure
 
 from metaloco.adaptation.bag import MODEL_KEY, START_KEY, BagError, BagSeries, TopicSeries, diagnostic_values, read_bag
 from metaloco.adaptation.metrics import (
     EVAL_KEYS, EpisodeSeries, episode_metrics, phase_bounds, phase_mean, phase_metrics, stride_average, summarize,
 )
+from metaloco.adaptation.report_plots import plot_event_torques, plot_latent, plot_speed
 
 #: diagnostics key: forward velocity of the base in its heading frame (m/s).
 BASE_VX_KEY = "base_vx"
@@ -44,8 +43,6 @@ FALLEN_KEY = "fallen"
 MASS_KEY = "mass_kg"
 #: The topics a report decodes (the others are only counted).
 REPORT_TOPICS = ["cmd_vel", "diagnostics", "joint_states", "sim/events", "adaptation/latent", "adaptation/status"]
-#: Seconds shown before and after each event in the torque plots.
-EVENT_WINDOW_S = (1.0, 2.0)
 #: Bag custom_data: "sim" when the recorder stamped messages with the simulator's /clock.
 CLOCK_KEY = "metaloco.clock"
 #: Bag custom_data: how the trial ran ("sim, lock-step", "sim, real time", "hardware, wall clock").
@@ -326,78 +323,6 @@ def _status_rows(run: Run, limit: int = 30) -> list[list[Any]]:
             rows.append([t, name, int(level), message, ", ".join(f"{k}={v}" for k, v in sorted(values.items()))])
             last[name] = key
     return rows[:limit]
-
-
-def _save(fig: Figure, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=90, metadata={"Software": None})
-
-
-def _mark_events(ax: Any, events: list[tuple[float, str]]) -> None:
-    for k, (t, _) in enumerate(events, start=1):
-        ax.axvline(t, color="tab:red", linestyle="--", linewidth=0.8)
-        ax.annotate(str(k), (t, 1.0), xycoords=("data", "axes fraction"), color="tab:red", fontsize=8,
-                    xytext=(2, -10), textcoords="offset points")
-
-
-def plot_speed(runs: list[Run], path: Path) -> None:
-    """Commanded vs measured forward speed, one panel per run, events marked and numbered."""
-    fig = Figure(figsize=(9, 2.6 * len(runs)))
-    for i, run in enumerate(runs):
-        ax = fig.add_subplot(len(runs), 1, i + 1)
-        ep = run.episode
-        ax.step(ep.t, ep.cmd_vx, where="post", label="commanded", color="black", linewidth=1)
-        if run.measured:
-            ax.plot(ep.t, ep.vx, label="measured", color="tab:blue", linewidth=1)
-        else:
-            ax.text(0.5, 0.5, "no measured speed (no ground truth on hardware)", transform=ax.transAxes,
-                    ha="center")
-        if ep.fallen is not None and ep.fallen.any():
-            ax.fill_between(ep.t, 0, 1, where=ep.fallen, transform=ax.get_xaxis_transform(), color="0.85",
-                            label="fallen")
-        _mark_events(ax, run.events)
-        ax.set(title=run.label, xlabel="time (s)", ylabel="forward speed (m/s)")
-        ax.legend(loc="lower right", fontsize=8)
-    _save(fig, path)
-
-
-def plot_latent(runs: list[Run], path: Path) -> bool:
-    """The adaptation latent over time, one panel per run; False (no file) if no run recorded one."""
-    if not any(r.bag.has("adaptation/latent") for r in runs):
-        return False
-    fig = Figure(figsize=(9, 2.6 * len(runs)))
-    for i, run in enumerate(runs):
-        ax = fig.add_subplot(len(runs), 1, i + 1)
-        if run.bag.has("adaptation/latent"):
-            lat = run.bag.topic("adaptation/latent")
-            for k in range(lat["data"].shape[1]):
-                ax.plot(lat.t, lat["data"][:, k], linewidth=0.9, label=f"z{k}")
-            ax.legend(loc="upper left", fontsize=7, ncol=8)
-        else:
-            ax.text(0.5, 0.5, "no latent recorded", transform=ax.transAxes, ha="center")
-        _mark_events(ax, run.events)
-        ax.set(title=run.label, xlabel="time (s)", ylabel="latent")
-    _save(fig, path)
-    return True
-
-
-def plot_event_torques(runs: list[Run], k: int, path: Path) -> None:
-    """Joint torques from 1 s before to 2 s after event k (0-based), one panel per run that has it."""
-    have = [r for r in runs if k < len(r.events) and r.episode.tau is not None]
-    fig = Figure(figsize=(9, 2.8 * max(1, len(have))))
-    names = list(runs[0].bag.topic("joint_states")["name"]) if runs[0].bag.has("joint_states") else []
-    for i, run in enumerate(have):
-        ax = fig.add_subplot(len(have), 1, i + 1)
-        t_event, label = run.events[k]
-        ep = run.episode
-        sel = (ep.t >= t_event - EVENT_WINDOW_S[0]) & (ep.t <= t_event + EVENT_WINDOW_S[1])
-        ax.set_prop_cycle(color=[colormaps["tab20"](j % 20) for j in range(ep.tau.shape[1])])
-        for j in range(ep.tau.shape[1]):
-            ax.plot(ep.t[sel] - t_event, ep.tau[sel, j], linewidth=0.8, label=names[j] if j < len(names) else j)
-        ax.axvline(0.0, color="tab:red", linestyle="--", linewidth=0.8)
-        ax.set(title=f"{run.label}: event {k + 1} {label}", xlabel="time from event (s)", ylabel="torque (Nm)")
-        ax.legend(loc="upper left", fontsize=6, ncol=6)
-    _save(fig, path)
 
 
 def write_report(run: str | Path | BagSeries, out_dir: str | Path, *, title: str | None = None,
