@@ -153,17 +153,28 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def source_commit() -> dict:
-    """The git commit of this source tree, and whether tracked files differ from it (`commit`, `dirty`)."""
+def source_commit(exclude: Path | None = None) -> dict:
+    """The git commit of this source tree, and whether tracked files differ from it (`commit`, `dirty`).
+
+    Args:
+        exclude: A folder whose changes do not count (the model folder a card is being written into: shipping
+            rewrites its manifest, which says nothing about the code that measures it).
+    """
     here = Path(__file__).parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                                 cwd=here).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                    text=True, check=True, cwd=here).stdout.strip())
+        top = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                                  check=True, cwd=here).stdout.strip())
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                 text=True, check=True, cwd=here).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
         return {"commit": "unknown", "dirty": None}
-    return {"commit": commit, "dirty": dirty}
+    if exclude is not None:
+        skip = Path(exclude).resolve()
+        # porcelain lines are "XY path" (or "XY old -> new"), paths relative to the repository's top
+        changed = [line for line in changed if not (top / line[3:].split(" -> ")[-1]).resolve().is_relative_to(skip)]
+    return {"commit": commit, "dirty": bool(changed)}
 
 
 def write_manifest(run: Path, out: Path, command: str) -> dict:

@@ -228,9 +228,10 @@ def card_config(model_dir: Path, config: str | Path | None = None) -> TrainConfi
     return from_dict(TrainConfig, recorded, f"{manifest_path}: config")
 
 
-def evaluated_line(command: str | None) -> str:
-    """Where and with what code the card's figures were measured (pybullet's numbers differ across CPU models)."""
-    source = source_commit()
+def evaluated_line(command: str | None, model_dir: Path | None = None) -> str:
+    """Where and with what code the card's figures were measured (pybullet's numbers differ across CPU models);
+    changes inside `model_dir` (the models being carded) do not make the code 'uncommitted'."""
+    source = source_commit(exclude=model_dir)
     dirty = " (with uncommitted changes)" if source["dirty"] else ""
     by = f" by `{command}`" if command else ""
     return (f"Measured{by} at commit `{source['commit'][:12]}`{dirty} on {numerics.cpu_model()}, "
@@ -268,7 +269,7 @@ def write_model_card(run: str | Path | None, model_dir: str | Path, episodes: in
         cfg = card_config(model_dir, config)
     manifest = json.loads((model_dir / "manifest.json").read_text())
     has_curve = (model_dir / "training_curve.png").is_file()
-    measured = evaluated_line(command)  # before the measurements: the code they run is the tree's of now
+    measured = evaluated_line(command, model_dir)  # before the measurements: the code they run is the tree's of now
     before_dir = model_dir / BEFORE_PHASE3
     has_before = before_dir.is_dir()
     probe_dir = before_dir if has_before else model_dir  # nominal's ceiling and the latent probe: phase 1's pi
