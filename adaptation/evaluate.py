@@ -104,7 +104,13 @@ def run_episode(scenario: Scenario, method: str, model_dir: Path, episode: int =
 
 def evaluate(scenario_path: str | Path, method: str, episodes: int = 1, model_dir: str | Path | None = None,
              progress: Callable[[str], None] | None = None) -> dict:
-    """The DESIGN.md `eval` object for a method on a scenario.
+    """The DESIGN.md `eval` object for a method on a scenario (`evaluate_episodes` without the episodes)."""
+    return evaluate_episodes(scenario_path, method, episodes, model_dir, progress)[0]
+
+
+def evaluate_episodes(scenario_path: str | Path, method: str, episodes: int = 1, model_dir: str | Path | None = None,
+                      progress: Callable[[str], None] | None = None) -> tuple[dict, list[dict]]:
+    """The DESIGN.md `eval` object for a method on a scenario, and each episode's own figures.
 
     Args:
         scenario_path: Scenario file or name.
@@ -114,8 +120,9 @@ def evaluate(scenario_path: str | Path, method: str, episodes: int = 1, model_di
         progress: Sink for a line per episode.
 
     Returns:
-        {"scenario", "method", "episodes", "return_mean", "distance_m", "tracking_error_mps", "falls",
-        "recovery_time_s"}.
+        ({"scenario", "method", "episodes", "return_mean", "distance_m", "tracking_error_mps", "falls",
+        "recovery_time_s"}, [`episode_metrics` of each episode]): the eval object's recovery is None when one
+        episode never recovers, and the episodes say how many did.
     """
     scenario = load_scenario(scenario_path)
     if method not in METHODS:
@@ -138,7 +145,7 @@ def evaluate(scenario_path: str | Path, method: str, episodes: int = 1, model_di
     for key in ("return_mean", "distance_m", "tracking_error_mps", "recovery_time_s"):
         if isinstance(result.get(key), float):
             result[key] = round(result[key], 4)
-    return result
+    return result, [episode_metrics(s) for s in series]
 
 
 FAMILY_SEED = 10_000

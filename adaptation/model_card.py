@@ -27,7 +27,7 @@ from metaloco.adaptation.card_diagnostics import (  # noqa: E402
                                                    family_section,
                                                    latent_effect, latent_effect_section, reward_breakdown,
                                                    reward_breakdown_section, undamaged_return)
-from metaloco.adaptation.evaluate import METHODS, evaluate, evaluate_family  # noqa: E402
+from metaloco.adaptation.evaluate import METHODS, evaluate_episodes, evaluate_family  # noqa: E402
 from metaloco.adaptation import numerics  # noqa: E402
 from metaloco.adaptation.export import load_run_config, source_commit  # noqa: E402
 from metaloco.adaptation.train_config import TrainConfig, load_train_config  # noqa: E402
@@ -88,6 +88,8 @@ def _fmt(value) -> str:
 CLEARLY_ABOVE = 1.05
 """'Clearly above' in the targets: a return at least 5% above the better of nominal and robust (differences of
 a percent or two are noise)."""
+RECOVERY_TARGET_S = 1.0
+"""The issue's recovery target: adaptive's `recovery_time_s` after a fault or terrain event at most this."""
 CARD_EPISODES = 10
 """Episodes per scenario cell. Two (the cards up to session 14) reported no falls for models that fall in 2 of 10
 push episodes (models/a1/HISTORY.md, session 14); ten take about 4 s of one core per cell."""
@@ -102,15 +104,23 @@ def _clearly_above(adaptive: dict, *baselines: dict) -> bool:
     return adaptive["return_mean"] >= CLEARLY_ABOVE * best if best > 0 else adaptive["return_mean"] > best
 
 
-def targets_section(results: dict, rows: list, undamaged: dict | None = None, before: dict | None = None) -> list[str]:
+def recovered_within(recoveries: list[float | None], limit_s: float = RECOVERY_TARGET_S) -> str:
+    """'k of N episodes': how many episodes' `recovery_time_s` is at most `limit_s` (None: never recovered)."""
+    return f"{sum(r is not None and r <= limit_s for r in recoveries)} of {len(recoveries)} episodes"
+
+
+def targets_section(results: dict, rows: list, undamaged: dict | None = None, before: dict | None = None,
+                    recoveries: dict | None = None) -> list[str]:
     """The issue's targets, each computed from the table above, met or not.
 
     `undamaged` maps a fault scenario to `undamaged_return`; where given, each "clearly above" verdict says
     how much of the return the fault took from `nominal`, i.e. how much room adaptation had.
     `before` (models with phase 3) holds the phase-1 policy's results, keyed like `results`: each verdict then
     also says how adaptive compares with that policy's `oracle` and `nominal`, the bounds RMA defines them as.
+    `recoveries` holds each episode's `recovery_time_s`, keyed like `results`: the recovery verdict (the cell's,
+    which is `never` when one episode never recovers) then says in how many episodes adaptive and oracle met it.
     """
-    undamaged, before = undamaged or {}, before or {}
+    undamaged, before, recoveries = undamaged or {}, before or {}, recoveries or {}
     lines = ["## Targets (computed from the table above)", ""]
     nominal = results.get(("nominal_flat", "adaptive"))
     if nominal:
@@ -122,10 +132,14 @@ def targets_section(results: dict, rows: list, undamaged: dict | None = None, be
         a, o = results[(name, "adaptive")], results[(name, "oracle")]
         rec = a["recovery_time_s"]
         ratio = a["return_mean"] / o["return_mean"] if o["return_mean"] else float("nan")
-        verdict_rec = "met" if rec is not None and rec <= 1.0 else "NOT met"
+        verdict_rec = "met" if rec is not None and rec <= RECOVERY_TARGET_S else "NOT met"
         verdict_ret = "met" if ratio >= 0.9 else "NOT met"
-        line = (f"- {name}: adaptive recovery {_fmt(rec)}{' s' if rec is not None else ''} (target <= 1.0: **{verdict_rec}**); adaptive return "
-                f"{ratio:.0%} of oracle (target >= 90%: **{verdict_ret}**)")
+        line = f"- {name}: adaptive recovery {_fmt(rec)}{' s' if rec is not None else ''} (target <= 1.0: **{verdict_rec}**"
+        if (name, "adaptive") in recoveries:
+            line += f"; within 1.0 s in {recovered_within(recoveries[(name, 'adaptive')])}"
+            if (name, "oracle") in recoveries:
+                line += f", oracle in {recovered_within(recoveries[(name, 'oracle')])}"
+        line += f"); adaptive return {ratio:.0%} of oracle (target >= 90%: **{verdict_ret}**)"
         if name in FAULT_SCENARIOS:
             n, r = results[(name, "nominal")], results[(name, "robust")]
             above = _clearly_above(a, n, r)
@@ -164,7 +178,8 @@ def _result_row(label: str, method: str, r: dict) -> str:
 def _job(kind: str, path: Path, method: str, model_dir: Path, episodes: int):
     """One measurement of the card, run in a worker process."""
     if kind == "eval":
-        return evaluate(path, method, episodes, model_dir)
+        result, per_episode = evaluate_episodes(path, method, episodes, model_dir)
+        return result, [m["recovery_time_s"] for m in per_episode]
     if kind == "undamaged":
         return undamaged_return(path, model_dir, episodes)
     if kind == "breakdown":
@@ -293,12 +308,16 @@ def write_model_card(run: str | Path | None, model_dir: str | Path, episodes: in
             jobs += [("family", (cfg.env, level), m, before_dir, FAMILY_EPISODES) for m in ("nominal", "oracle")]
     out = _run_jobs(jobs, workers or os.cpu_count() or 1, progress)
     results, before, undamaged, effects, breakdowns, tracking, family = {}, {}, {}, {}, {}, {}, {}
+    recoveries = {}  # each episode's recovery_time_s of the shipped models' cells
     adapter_family = None
     for (kind, path, method, folder, _), value in zip(jobs, out):
         if kind == "adapter_family":
             adapter_family = value
         elif kind == "eval":
+            value, per_episode = value
             (before if folder == before_dir else results)[(path.stem, method)] = value
+            if folder != before_dir:
+                recoveries[(path.stem, method)] = per_episode
         elif kind == "breakdown":
             breakdowns["nominal (phase 1's pi)" if folder == before_dir else method] = value
         elif kind == "tracking":
@@ -383,7 +402,7 @@ def write_model_card(run: str | Path | None, model_dir: str | Path, episodes: in
                       for method in ("adaptive", "nominal", "oracle")]
         lines.append("")
     lines += family_section(family)
-    lines += targets_section(results, rows, undamaged, before)
+    lines += targets_section(results, rows, undamaged, before, recoveries)
     if has_before:
         lines += ["The fault's cost ('without the fault nominal scores ...') is measured with phase 1's pi, and so is",
                   "the table below.", ""]

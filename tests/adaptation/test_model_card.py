@@ -125,3 +125,16 @@ def test_a_rewritten_card_keeps_what_follows_the_hand_written_marker(tmp_path):
     assert hand_written_notes(card) == ""
     card.write_text(f"# generated\n| table |\n{NOTES_MARKER}\n\n## What these models do not do yet\n- falls\n")
     assert hand_written_notes(card) == f"{NOTES_MARKER}\n\n## What these models do not do yet\n- falls\n"
+
+
+def test_the_recovery_verdict_counts_the_episodes_that_recovered_in_time():
+    rows = [("fr_knee_locked", None)]
+    results = _results(12.0, 10.0, 6.0, 12.5)
+    results[("fr_knee_locked", "adaptive")]["recovery_time_s"] = None  # one episode never recovered
+    recoveries = {("fr_knee_locked", "adaptive"): [0.0, 0.4, 1.0, 1.76, None],
+                  ("fr_knee_locked", "oracle"): [None, None, 0.2, 3.0, 0.0]}
+    line = targets_section(results, rows, None, None, recoveries)[2]
+    assert ("adaptive recovery never (target <= 1.0: **NOT met**; within 1.0 s in 3 of 5 episodes, "
+            "oracle in 2 of 5 episodes)") in line
+    line = targets_section(_results(12.0, 10.0, 6.0, 12.5), rows)[2]
+    assert "adaptive recovery 0.50 s (target <= 1.0: **met**); adaptive return 96% of oracle" in line
