@@ -81,6 +81,7 @@ def open_driver(cfg: BridgeConfig, robot: RobotConfig) -> RobotInterface:
         from metaloco.sim.robot import SimRobot
 
         sim = SimRobot(robot, seed=cfg.sim_seed)
+        sim.follow_terrain = True  # sim-in-the-loop runs as long as its user drives: the ground goes on
         sim.reset()
         return sim
     if cfg.driver == "dynamixel":

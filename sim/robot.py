@@ -79,6 +79,9 @@ class SimRobot:
         self.kd = np.asarray(cfg.kd, dtype=np.float64)
         self.ground: Ground | None = None
         self._grounds = GroundBuilder(c)
+        self.follow_terrain = False
+        """Move a heightfield's window with the robot as it nears the edge (`GroundBuilder.follow`), so that it
+        can walk as far as it likes. Off in training, whose episodes end at the edge."""
         self.task = Task()
         self.time_s = 0.0
         """Simulated time since reset (s)."""
@@ -262,6 +265,9 @@ class SimRobot:
             self._tau = tau
         states = pybullet.getJointStates(body, ids, physicsClientId=c)
         self._q, self._qd = np.array([(s[0], s[1]) for s in states]).T
+        if self.follow_terrain and self.ground.heights is not None:
+            x, y, _ = pybullet.getBasePositionAndOrientation(body, physicsClientId=c)[0]
+            self.ground = self._grounds.follow(self.ground, x, y, self.rng)
 
     def base_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Ground truth for rewards and metrics: position, quaternion (xyzw), world linear and angular velocity."""

@@ -283,6 +283,7 @@ def run_scenario(scenario: Scenario, policy: Callable[[np.ndarray, dict], np.nda
                             robot_cfg=scenario.robot)
     seed = scenario.seed + episode
     phase = 0.0 if episode == 0 else float(np.random.default_rng(seed).uniform())
+    follow, env.robot.follow_terrain = env.robot.follow_terrain, True  # a scenario may walk as far as it likes
     obs, info = env.reset(seed=seed, options={"task": scenario.task, "command": scenario.command_at(0.0),
                                               "phase": phase})
     pending = list(scenario.events)
@@ -308,6 +309,7 @@ def run_scenario(scenario: Scenario, policy: Callable[[np.ndarray, dict], np.nda
         if terminated:
             fell = True
             break
+    env.robot.follow_terrain = follow
     if own:
         env.close()
     return Trace(t=np.asarray(rows["t"]), command=np.asarray(rows["command"]),
