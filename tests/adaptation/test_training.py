@@ -143,7 +143,7 @@ def test_unknown_preset_is_refused():
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.schema import ConfigError
 
-    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'full_replay', 'smoke'\]"):
+    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'full_replay', 'full_track', 'smoke'\]"):
         load_train_config("huge")
 
 
@@ -278,3 +278,17 @@ def test_the_replay_candidate_preset_is_full_with_only_phase2_changed():
     differ = {k for k in full if full[k] != candidate[k]}
     assert differ == {"name", "adapter_replay", "adapter_learning_rate"}, differ
     assert candidate["adapter_replay"] == candidate["phase2_iterations"], "the buffer holds every rollout of phase 2"
+
+
+def test_the_tracking_candidate_preset_is_full_with_only_the_tracking_weight_changed():
+    """`full_track` is compared against `full` run for run: only the linear tracking weight may differ."""
+    from metaloco.adaptation.train_config import load_train_config
+    from metaloco.schema import to_dict
+
+    full, candidate = to_dict(load_train_config("full")), to_dict(load_train_config("full_track"))
+    assert {k for k in full if full[k] != candidate[k]} == {"name", "env"}
+    env_full, env_cand = full["env"], candidate["env"]
+    assert {k for k in env_full if env_full[k] != env_cand[k]} == {"reward"}
+    reward_full, reward_cand = env_full["reward"], env_cand["reward"]
+    assert {k for k in reward_full if reward_full[k] != reward_cand[k]} == {"tracking_lin_vel"}
+    assert reward_cand["tracking_lin_vel"] == 2 * reward_full["tracking_lin_vel"]
