@@ -141,7 +141,8 @@ class SimRobot:
             self.set_fault(joint, fault)
 
     def set_terrain(self, terrain: TerrainSpec) -> None:
-        """Change the ground mid-episode. A new shape is built under the robot; friction alone changes in place."""
+        """Change the ground mid-episode. A new shape is built under the robot, starting at the height of the
+        ground it stands on; friction alone changes in place."""
         old = self.task.terrain
         same_shape = (old.type, old.slope_deg, old.roughness_m, old.step_height_m) == (
             terrain.type, terrain.slope_deg, terrain.roughness_m, terrain.step_height_m)
@@ -149,7 +150,8 @@ class SimRobot:
             set_friction(self.client, self.ground, terrain.friction)
         else:
             pos = pybullet.getBasePositionAndOrientation(self.body, physicsClientId=self.client)[0]
-            self._build_ground(terrain, origin=(pos[0], pos[1]))
+            under = self.ground.height_at(pos[0], pos[1]) if self.ground is not None else 0.0
+            self._build_ground(terrain, origin=(pos[0], pos[1]), base_z=under)
         self.task.terrain = terrain
         self.task_version += 1
 
@@ -298,8 +300,8 @@ class SimRobot:
     def _hold_command(self) -> JointCommand:
         return JointCommand(position=self.default_pos.copy(), kp=self.kp.copy(), kd=self.kd.copy())
 
-    def _build_ground(self, terrain: TerrainSpec, origin: tuple[float, float]) -> None:
-        self.ground = self._grounds.build(terrain, origin, self.rng)
+    def _build_ground(self, terrain: TerrainSpec, origin: tuple[float, float], base_z: float = 0.0) -> None:
+        self.ground = self._grounds.build(terrain, origin, self.rng, base_z)
 
     def _update_scale(self) -> None:
         scale = np.full(len(self.joint_ids), self.task.dynamics.motor_strength)

@@ -51,6 +51,9 @@ class Ground:
     origin + (window + (i, j)) * CELL_M - (BEHIND_M, WIDTH_M / 2)."""
     noise: np.ndarray | None = None
     """Rough terrain: the window's noise before the blur (what `follow` keeps and extends)."""
+    base_z: float = 0.0
+    """World height of the terrain's flat start: 0 at a reset; a terrain changed mid-episode starts at the
+    height of the ground the robot stood on, so a robot on a slope's top is not dropped to (or buried under) z = 0."""
 
     def window_origin(self) -> tuple[float, float]:
         """The world (x, y) the window is laid around (the terrain's origin until it moved)."""
@@ -68,7 +71,7 @@ class Ground:
     def height_at(self, x: float, y: float) -> float:
         """Ground height under (x, y)."""
         if self.heights is None:
-            return 0.0
+            return self.base_z
         ox, oy = self.window_origin()
         i = int(round((x - ox + BEHIND_M) / CELL_M))
         j = int(round((y - oy + WIDTH_M / 2) / CELL_M))
@@ -146,22 +149,25 @@ class GroundBuilder:
         self.field_shape: int | None = None
         self.field_body: int | None = None
 
-    def build(self, spec: TerrainSpec, origin: tuple[float, float], rng: np.random.Generator) -> Ground:
-        """Make `spec` the ground, its flat start at world (x, y) `origin`."""
+    def build(self, spec: TerrainSpec, origin: tuple[float, float], rng: np.random.Generator,
+              base_z: float = 0.0) -> Ground:
+        """Make `spec` the ground, its flat start at world (x, y) `origin` and height `base_z`."""
         c = self.client
         if spec.type == "flat":
-            pybullet.resetBasePositionAndOrientation(self.plane, [0, 0, 0], [0, 0, 0, 1], physicsClientId=c)
+            pybullet.resetBasePositionAndOrientation(self.plane, [0, 0, base_z], [0, 0, 0, 1], physicsClientId=c)
             if self.field_body is not None:
-                pybullet.resetBasePositionAndOrientation(self.field_body, [0, 0, -100.0], [0, 0, 0, 1],
+                pybullet.resetBasePositionAndOrientation(self.field_body, [0, 0, base_z - 100.0], [0, 0, 0, 1],
                                                          physicsClientId=c)
             body = self.plane
-            ground = Ground(body=body, spec=spec, origin=origin)
+            ground = Ground(body=body, spec=spec, origin=origin, base_z=base_z)
         else:
             noise = _draw_noise(spec, rng, GRID_SHAPE)
-            ground = Ground(body=-1, spec=spec, origin=origin, heights=window_heights(spec, 0, noise), noise=noise)
-            body = self._lay(ground, base_z=0.0)
-            # The plane drops out of the way (downhill and rough terrain go below zero).
-            pybullet.resetBasePositionAndOrientation(self.plane, [0, 0, -100.0], [0, 0, 0, 1], physicsClientId=c)
+            ground = Ground(body=-1, spec=spec, origin=origin, heights=window_heights(spec, 0, noise) + base_z,
+                            noise=noise, base_z=base_z)
+            body = self._lay(ground, base_z=base_z)
+            # The plane drops out of the way (downhill and rough terrain go below their start).
+            pybullet.resetBasePositionAndOrientation(self.plane, [0, 0, base_z - 100.0], [0, 0, 0, 1],
+                                                     physicsClientId=c)
         pybullet.changeDynamics(body, -1, lateralFriction=spec.friction, physicsClientId=c)
         return ground
 
@@ -180,7 +186,8 @@ class GroundBuilder:
         if ground.noise is not None:
             noise = shifted_noise(ground.noise, shift, _draw_noise(ground.spec, rng, GRID_SHAPE))
         moved = Ground(body=ground.body, spec=ground.spec, origin=ground.origin,
-                       heights=window_heights(ground.spec, window[0], noise), window=window, noise=noise)
+                       heights=window_heights(ground.spec, window[0], noise) + ground.base_z, window=window,
+                       noise=noise, base_z=ground.base_z)
         i0, j0 = int(round(BEHIND_M / CELL_M)), GRID_SHAPE[1] // 2
         self._lay(moved, base_z=float(moved.heights[i0, j0]))  # the window's own heights stay within the sentinels
         return moved

@@ -229,3 +229,25 @@ def test_terrain_rebuilt_after_another_sits_at_its_own_heights():
             assert pos[2] - 0.05 == pytest.approx(env.robot.ground.height_at(pos[0], pos[1]), abs=0.02), terrain
             pybullet.removeBody(ball, physicsClientId=c)
     env.close()
+
+
+@pytest.mark.parametrize("new", [TerrainSpec(type="flat"), TerrainSpec(type="rough", roughness_m=0.02)])
+def test_terrain_changed_on_a_slope_starts_where_the_robot_stands(new):
+    """A robot 0.4 m up a slope keeps its footing when the terrain changes: the new ground is built at the
+    height it stood on, not at z = 0 (which dropped it, or buried it under a heightfield)."""
+    env = LocomotionEnv(EnvConfig(randomize_tasks=False))
+    env.reset(options={"task": Task(terrain=TerrainSpec(type="slope", slope_deg=10.0)), "command": [0, 0, 0]})
+    c, body = env.robot.client, env.robot.body
+    x = 3.0
+    up = env.robot.ground.height_at(x, 0.0)
+    assert up > 0.35
+    pybullet.resetBasePositionAndOrientation(body, [x, 0.0, up + env.robot.cfg.base_height_m + 0.02], [0, 0, 0, 1],
+                                             physicsClientId=c)
+    env.apply_event({"kind": "terrain", "terrain": new})
+    assert env.robot.ground.height_at(x, 0.0) == pytest.approx(up, abs=1e-9)
+    for _ in range(100):
+        env.robot.step()
+    pos = env.robot.base_state()[0]
+    assert pos[2] - up > 0.2, f"the robot dropped to z={pos[2]:.2f} from ground at {up:.2f}"
+    assert pos[2] - up < env.robot.cfg.base_height_m + 0.05
+    env.close()
