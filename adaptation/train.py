@@ -75,10 +75,13 @@ def _ppo_train_cfg(cfg: TrainConfig, actor: dict, critic_groups: list[str], acto
         from metaloco.sim.gait import GAIT_OUTPUTS
         from metaloco.sim.mirror import rsl_rl_augmentation
 
-        n = load_robot(cfg.env.robot).n_joints
+        robot = load_robot(cfg.env.robot)
+        n = robot.n_joints
+        held_out = tuple(robot.joint_names.index(j) for j in cfg.env.tasks.faults.held_out_joints)
         train["algorithm"]["symmetry_cfg"] = {
             "use_data_augmentation": True, "use_mirror_loss": False,
-            "data_augmentation_func": rsl_rl_augmentation(n, n + GAIT_OUTPUTS, swapped=(FROZEN_ESTIMATE,))}
+            "data_augmentation_func": rsl_rl_augmentation(n, n + GAIT_OUTPUTS, swapped=(FROZEN_ESTIMATE,),
+                                                          held_out_joints=held_out)}
     return train
 
 

@@ -100,7 +100,9 @@ def reuse_frozen_estimate(alg) -> None:
     def update_on_cached_estimate() -> dict[str, float]:
         obs = storage.observations
         history = obs["history"].flatten(0, 1)
-        seen = TensorDict({"history": history}, batch_size=[len(history)])
+        # privileged: which samples the augmentation leaves unreflected (their reflection has a held-out fault)
+        seen = TensorDict({"history": history, "privileged": obs["privileged"].flatten(0, 1)},
+                          batch_size=[len(history)])
         with torch.no_grad():
             if alg.symmetry is not None:
                 seen, _ = alg.symmetry.data_augmentation_func(obs=seen)

@@ -15,6 +15,11 @@ Under the reflection, with legs in the order FR, FL, RR, RL of (hip, thigh, knee
   apart), so its (sin, cos) is negated; the generator's outputs (frequency, amplitude, stride)
   are unchanged.
 The maps are built from the layouts by name, so a layout change cannot silently misalign them.
+
+Held-out joints: the reflection of a fault on FR_lower_joint is a fault on FL_lower_joint. When a joint's
+faults are held out of training (the test split), a sample whose task has a fault on the held-out joint's
+mirror twin is therefore not mirrored: its reflection would train on the held-out fault. Such a sample
+stays as it is in the augmented half (`rsl_rl_augmentation(held_out_joints=...)`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from metaloco.sim.observation import obs_layout
-from metaloco.sim.tasks import privileged_layout
+from metaloco.sim.tasks import layout_slice, privileged_layout
 
 LEG_SWAP = (1, 0, 3, 2)
 """Mirrored leg of each leg, in the order FR, FL, RR, RL."""
@@ -96,34 +101,61 @@ class Mirror:
         return x[..., torch.as_tensor(index, device=x.device)] * torch.as_tensor(sign, dtype=x.dtype, device=x.device)
 
 
-def rsl_rl_augmentation(n_joints: int, n_actions: int, swapped: tuple[str, ...] = ()):
+def mirrors_onto(privileged, joints: tuple[int, ...], n_joints: int):
+    """Per sample (rows of batched privileged vectors, numpy or torch): does its task have a fault on the
+    mirror twin of one of `joints` (joint indices), that is, does its reflection have a fault on one of them?"""
+    twins = [int(_joint_map(n_joints)[0][j]) for j in joints]
+    strength, locked, bias = (privileged[..., layout_slice(part, n_joints)][..., twins]
+                              for part in ("joint_strength", "joint_locked", "joint_bias_rad"))
+    return ((strength != 1.0) | (locked != 0.0) | (bias != 0.0)).any(-1)
+
+
+def rsl_rl_augmentation(n_joints: int, n_actions: int, swapped: tuple[str, ...] = (),
+                        held_out_joints: tuple[int, ...] = ()):
     """The `data_augmentation_func` for rsl_rl's symmetry extension: originals first, then their reflections.
 
     Observation groups `policy` and `privileged` are reflected (and `history`, frame by frame). A group named
     in `swapped` holds a pair (f(x), f(reflected x)) side by side; its reflection is the pair swapped.
+    `held_out_joints` (joint indices): a sample whose reflection would have a fault on one of them is kept
+    unreflected in the second half, so the augmentation never shows the held-out faults; the batch must then
+    carry the `privileged` group, which says where the task's fault is. Actions passed without observations
+    cannot be screened and are all reflected: that call is rsl_rl's mirror loss, which training only reports
+    (`use_mirror_loss: False`), and must not train on with held-out joints.
     """
     import torch
 
     m = Mirror(n_joints, n_actions)
     by_group = {"policy": m.obs, "privileged": m.privileged, "history": m.obs}
+    held_out = tuple(int(j) for j in held_out_joints)
 
     def augment(env=None, obs=None, actions=None):
         out_obs = out_actions = None
+        keep = None  # samples left unreflected: their reflection has a held-out fault
+        if held_out and obs is not None:  # actions alone (rsl_rl's mirror-loss report) are all reflected
+            if "privileged" not in obs.keys():
+                raise ValueError("mirroring with held-out joints needs the batch's 'privileged' group, to leave "
+                                 "unreflected the samples whose reflection has a held-out joint's fault")
+            keep = mirrors_onto(obs["privileged"], held_out, n_joints)
         if obs is not None:
             mirrored = obs.clone()
             for key in list(obs.keys()):
                 x = obs[key]
                 if key in swapped:
                     mirrored[key] = torch.cat(x.chunk(2, dim=-1)[::-1], dim=-1)
-                    continue
-                if key not in by_group:
+                elif key not in by_group:
                     raise ValueError(f"no reflection for observation group '{key}'")
-                if key == "history":  # (batch, H * obs_dim), oldest frame first: reflect each frame
-                    x = x.view(*x.shape[:-1], -1, len(m.obs[0]))
-                mirrored[key] = Mirror.apply(x, by_group[key]).reshape(obs[key].shape)
+                else:
+                    if key == "history":  # (batch, H * obs_dim), oldest frame first: reflect each frame
+                        x = x.view(*x.shape[:-1], -1, len(m.obs[0]))
+                    mirrored[key] = Mirror.apply(x, by_group[key]).reshape(obs[key].shape)
+                if keep is not None:
+                    mirrored[key] = torch.where(keep.view(-1, *[1] * (obs[key].dim() - 1)), obs[key], mirrored[key])
             out_obs = torch.cat([obs, mirrored], dim=0)
         if actions is not None:
-            out_actions = torch.cat([actions, Mirror.apply(actions, m.action)], dim=0)
+            reflected = Mirror.apply(actions, m.action)
+            if keep is not None:
+                reflected = torch.where(keep.view(-1, *[1] * (actions.dim() - 1)), actions, reflected)
+            out_actions = torch.cat([actions, reflected], dim=0)
         return out_obs, out_actions
 
     return augment

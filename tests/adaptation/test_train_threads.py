@@ -10,6 +10,7 @@ import torch
 from metaloco.adaptation import train as training
 from metaloco.adaptation.updates import rollouts_on_one_thread
 from metaloco.adaptation.train_config import load_train_config
+from metaloco.hardware.robot_config import load_robot
 
 
 class _Learner:
@@ -97,3 +98,38 @@ def test_the_update_shortcuts_train_the_same_numbers(tmp_path, monkeypatch):
         differ = [k for k in a if torch.is_tensor(a[k]) and not torch.equal(a[k], b[k])]
         assert not differ, f"{phase}: {differ[:5]}"
         assert any(torch.is_tensor(v) and v.numel() > 1000 for v in a.values())
+
+
+def test_symmetric_training_never_shows_a_held_out_fault(tmp_path, monkeypatch):
+    # Every drawn fault is on FR_lower_joint, the mirror twin of the held-out FL_lower_joint, from the start.
+    # Unscreened, half of each augmented batch of phase 1, phase 3 and the robust baseline would be
+    # FL_lower_joint faults. Every augmented batch rsl_rl's update gets is recorded and checked.
+    from metaloco.sim import mirror
+    from metaloco.sim.tasks import FaultRange
+
+    seen = []
+    real = mirror.rsl_rl_augmentation
+
+    def recording(*args, **kwargs):
+        augment = real(*args, **kwargs)
+
+        def wrapped(env=None, obs=None, actions=None):
+            out_obs, out_actions = augment(env=env, obs=obs, actions=actions)
+            if out_obs is not None and "privileged" in out_obs.keys():
+                seen.append(out_obs["privileged"].clone())
+            return out_obs, out_actions
+        return wrapped
+
+    monkeypatch.setattr(mirror, "rsl_rl_augmentation", recording)
+    smoke = load_train_config("smoke")
+    faults = FaultRange(probability=1.0, joints=["FR_lower_joint"], onset_s=[0.0, 0.0])
+    cfg = replace(smoke, symmetry=True, curriculum=replace(smoke.curriculum, start=1.0),
+                  env=replace(smoke.env, tasks=replace(smoke.env.tasks, faults=faults)))
+    training.train(cfg, tmp_path / "run", log=lambda line: None, export=False)
+    assert seen, "no augmented batch was recorded"
+    batch = torch.cat(seen)
+    names = load_robot("a1").joint_names
+    fr_knee, fl_knee = (names.index(j) for j in ("FR_lower_joint", "FL_lower_joint"))
+    # FR's twin is FL and FL's is FR: mirrors_onto(x, (fr_knee,)) asks "is there a fault on FL_lower_joint?"
+    assert not mirror.mirrors_onto(batch, (fr_knee,), 12).any()
+    assert mirror.mirrors_onto(batch, (fl_knee,), 12).float().mean() > 0.9  # the FR knee fault is there

@@ -118,3 +118,50 @@ def test_a_swapped_group_is_reflected_by_swapping_its_halves():
     assert torch.equal(aug_obs["pair"][3:], torch.cat([pair[:, 8:], pair[:, :8]], dim=1))
     with pytest.raises(ValueError, match="no reflection for observation group 'pair'"):
         rsl_rl_augmentation(12, 15)(obs=TensorDict({"pair": pair}, batch_size=[3]))
+
+
+def _privileged_with(fault: JointFault | None, joint: str = "FR_lower_joint") -> torch.Tensor:
+    from metaloco.sim.tasks import privileged_layout, task_vector
+
+    names = load_robot("a1").joint_names
+    task = Task(faults={joint: fault} if fault else {})
+    tail = sum(size for name, size in privileged_layout(12) if name in ("push_force_n", "base_lin_vel"))
+    return torch.as_tensor(np.concatenate([task_vector(task, names), np.zeros(tail)]), dtype=torch.float32)
+
+
+def test_a_sample_whose_reflection_has_a_held_out_fault_is_not_reflected():
+    # FL_lower_joint held out: a fault on FR_lower_joint reflects onto it, so that sample must stay as it is in
+    # the augmented half (every group and the action); a fault elsewhere, or none, is reflected as before.
+    names = load_robot("a1").joint_names
+    held_out = (names.index("FL_lower_joint"),)
+    augment = rsl_rl_augmentation(12, 15, swapped=("pair",), held_out_joints=held_out)
+    privileged = torch.stack([_privileged_with(JointFault(mode="weak", strength=0.5)),
+                              _privileged_with(JointFault(mode="locked")),
+                              _privileged_with(JointFault(mode="bias", offset_rad=0.1)),
+                              _privileged_with(None),
+                              _privileged_with(JointFault(mode="limp"), joint="RR_lower_joint")])
+    obs = TensorDict({"policy": torch.randn(5, 50), "privileged": privileged, "history": torch.randn(5, 100),
+                      "pair": torch.randn(5, 16)}, batch_size=[5])
+    actions = torch.randn(5, 15)
+    aug_obs, aug_actions = augment(obs=obs, actions=actions)
+    assert aug_obs.batch_size[0] == 10 and aug_actions.shape == (10, 15)
+    for key in ("policy", "privileged", "history", "pair"):
+        torch.testing.assert_close(aug_obs[key][5:8], obs[key][:3])  # FR knee faults: kept
+    torch.testing.assert_close(aug_actions[5:8], actions[:3])
+    torch.testing.assert_close(aug_obs["policy"][8:], Mirror.apply(obs["policy"][3:], M.obs))
+    torch.testing.assert_close(aug_obs["privileged"][8:], Mirror.apply(privileged[3:], M.privileged))
+    torch.testing.assert_close(aug_actions[8:], Mirror.apply(actions[3:], M.action))
+    torch.testing.assert_close(aug_obs["pair"][8:], torch.cat([obs["pair"][3:, 8:], obs["pair"][3:, :8]], dim=1))
+    # No sample of the augmented batch has a fault on the held-out joint.
+    from metaloco.sim.mirror import mirrors_onto
+
+    twin = (names.index("FR_lower_joint"),)  # FR's twin is FL: a fault on FL itself
+    assert not mirrors_onto(aug_obs["privileged"], twin, 12).any()
+
+
+def test_mirroring_with_held_out_joints_refuses_a_batch_that_cannot_be_screened():
+    augment = rsl_rl_augmentation(12, 15, held_out_joints=(5,))
+    with pytest.raises(ValueError, match="'privileged' group"):
+        augment(obs=TensorDict({"policy": torch.randn(3, 50)}, batch_size=[3]))
+    _, actions = augment(actions=torch.ones(3, 15))  # the mirror-loss report: actions alone, all reflected
+    torch.testing.assert_close(actions[3:], Mirror.apply(torch.ones(3, 15), M.action))
