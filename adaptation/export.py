@@ -31,6 +31,7 @@ from metaloco.adaptation.train_config import TrainConfig
 from metaloco.hardware.robot_config import load_robot
 from metaloco.schema import ConfigError, from_dict
 from metaloco.sim.gait import GAIT_OUTPUTS, ActionMap
+from metaloco.sim.mirror import MIRROR_SCREENS_HELD_OUT
 from metaloco.sim.observation import obs_layout
 from metaloco.sim.tasks import privileged_layout
 
@@ -190,6 +191,7 @@ def write_manifest(run: Path, out: Path, command: str) -> dict:
         "preset": cfg.get("name"),
         "commit": commit["commit"],
         "uncommitted_changes": commit["dirty"],
+        MIRROR_SCREENS_HELD_OUT: bool(commit.get(MIRROR_SCREENS_HELD_OUT, False)),
         "phases": state,
         "numerics": (json.loads((run / "numerics.json").read_text()) if (run / "numerics.json").is_file()
                      else None),

@@ -138,3 +138,32 @@ def test_the_recovery_verdict_counts_the_episodes_that_recovered_in_time():
             "oracle in 2 of 5 episodes)") in line
     line = targets_section(_results(12.0, 10.0, 6.0, 12.5), rows)[2]
     assert "adaptive recovery 0.50 s (target <= 1.0: **met**); adaptive return 96% of oracle" in line
+
+
+def test_the_card_says_when_symmetry_trained_on_the_held_out_joint():
+    # The shipped models' manifest predates the screening (commit 111d35c): their fl_knee_weak row must not be
+    # called a test on unseen faults. A run whose manifest records the screening keeps the plain label.
+    import json
+    from pathlib import Path
+
+    from metaloco.adaptation.model_card import held_out_reason, mirrors_held_out
+    from metaloco.adaptation.train_config import TrainConfig, load_train_config
+    from metaloco.paths import config_dir
+    from metaloco.schema import from_dict
+
+    manifest = json.loads((Path(__file__).parents[2] / "models" / "a1" / "manifest.json").read_text())
+    cfg = from_dict(TrainConfig, manifest["config"], "manifest.json")
+    weak_knee = config_dir() / "scenarios" / "fl_knee_weak.yaml"
+    assert mirrors_held_out(manifest, cfg)
+    assert "trained on as the mirror images" in held_out_reason(weak_knee, cfg, mirrors_held_out(manifest, cfg))
+    screened = {**manifest, "mirror_screens_held_out": True}
+    assert not mirrors_held_out(screened, cfg)
+    assert held_out_reason(weak_knee, cfg, mirrors_held_out(screened, cfg)) == "FL_lower_joint faults held out"
+    assert not mirrors_held_out(manifest, load_train_config("smoke"))  # no symmetry, nothing mirrored
+
+
+def test_a_new_run_records_that_it_screened_the_held_out_joints(smoke_run):
+    import json
+
+    assert json.loads((smoke_run / "commit.json").read_text())["mirror_screens_held_out"] is True
+    assert json.loads((smoke_run / "export" / "manifest.json").read_text())["mirror_screens_held_out"] is True
