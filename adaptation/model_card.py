@@ -339,7 +339,7 @@ def write_model_card(run: str | Path | None, model_dir: str | Path, episodes: in
             family[(path[1], f"{method} (phase 1's pi)" if folder == before_dir else method)] = value
         else:
             (undamaged if kind == "undamaged" else effects)[path.stem] = value
-    leaked = mirrors_held_out(manifest, cfg)
+    leaked = mirrors_held_out(manifest, cfg)  # the symmetry augmentation trained on the held-out joints' faults
     rows = [(p.stem, held_out_reason(p, cfg, leaked)) for p in paths]
     (model_dir / "eval.json").write_text(json.dumps([results[k] for k in results], indent=1))
     if has_before:
@@ -362,6 +362,9 @@ def write_model_card(run: str | Path | None, model_dir: str | Path, episodes: in
     if manifest.get("uncommitted_changes"):
         lines.append("- **the run's tracked files differed from that commit**: the command at the commit may not "
                      "give these models.")
+    if mirrors_held_out(manifest, cfg):
+        lines.append("- run the command at that commit (`git checkout`): from commit 111d35c on, symmetry "
+                     "augmentation leaves out the held-out joints' mirrored faults, so later commits train other models.")
     lines += numerics_lines(manifest.get("numerics"))
     for phase, info in phases.items():
         lines.append(f"- {phase}: {info['iterations']} iterations, {info['env_steps'] / 1e6:.2f} M steps, "
