@@ -34,7 +34,7 @@ from metaloco.adaptation.train_config import TrainConfig, load_train_config  # n
 from metaloco.adaptation.runtime import BEFORE_PHASE3  # noqa: E402
 from metaloco.paths import config_dir  # noqa: E402
 from metaloco.schema import ConfigError, from_dict  # noqa: E402
-from metaloco.sim.mirror import MIRROR_SCREENS_HELD_OUT  # noqa: E402
+from metaloco.sim.mirror import MIRROR_SCREENS_HELD_OUT, SCREENED_SINCE  # noqa: E402
 from metaloco.sim.scenario import load_scenario  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def held_out_reason(path: Path, cfg, mirrored_held_out: bool = False) -> str | N
     """Why a scenario is outside the training distribution, or None if it is inside.
 
     mirrored_held_out: the run's symmetry augmentation trained on the held-out joints' faults as the mirror
-    images of their twins' (runs before commit 111d35c; `mirrors_held_out`), so those faults were held out of
+    images of their twins' (runs before `SCREENED_SINCE`; `mirrors_held_out`), so those faults were held out of
     the drawn tasks only.
     """
     s = load_scenario(path)
@@ -362,9 +362,10 @@ def write_model_card(run: str | Path | None, model_dir: str | Path, episodes: in
     if manifest.get("uncommitted_changes"):
         lines.append("- **the run's tracked files differed from that commit**: the command at the commit may not "
                      "give these models.")
-    if mirrors_held_out(manifest, cfg):
-        lines.append("- run the command at that commit (`git checkout`): from commit 111d35c on, symmetry "
-                     "augmentation leaves out the held-out joints' mirrored faults, so later commits train other models.")
+    if leaked:
+        lines.append(f"- run the command at that commit (`git checkout`): from commit {SCREENED_SINCE} on, symmetry "
+                     "augmentation leaves out the held-out joints' mirrored faults, so later commits train other "
+                     "models.")
     lines += numerics_lines(manifest.get("numerics"))
     for phase, info in phases.items():
         lines.append(f"- {phase}: {info['iterations']} iterations, {info['env_steps'] / 1e6:.2f} M steps, "
@@ -400,7 +401,8 @@ def write_model_card(run: str | Path | None, model_dir: str | Path, episodes: in
     for title, held in (("Scenarios inside the training distribution", False), ("Held-out scenarios", True)):
         lines += [f"### {title}", ""]
         if held and leaked:
-            lines += ["These models were trained before commit 111d35c, whose left-right symmetry augmentation",
+            lines += [f"These models were trained before commit {SCREENED_SINCE}, whose left-right symmetry "
+                      "augmentation",
                       "reflected every sample: a fault on a held-out joint's mirror twin (the same joint on the",
                       "other side) became, in the reflected half of each batch, a fault on the held-out joint.",
                       "So the held-out joint's faults were never drawn but were trained on, as mirror images, as",

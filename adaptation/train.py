@@ -361,7 +361,7 @@ def record_commit(out: Path, log: Callable[[str], None]) -> None:
     now, path = source_commit(), out / "commit.json"
     if not path.is_file():
         # What this code does that the card must know and the commit alone does not say: symmetry augmentation
-        # leaves unreflected the samples whose reflection has a held-out fault (runs before commit 111d35c did not).
+        # leaves unreflected the samples whose reflection has a held-out fault (runs before `SCREENED_SINCE` did not).
         path.write_text(json.dumps({**now, MIRROR_SCREENS_HELD_OUT: True}))
         if now["dirty"]:
             log(f"[commit] WARNING: tracked files differ from commit {now['commit'][:10]}: this run's code is not "

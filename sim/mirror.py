@@ -29,9 +29,11 @@ import numpy as np
 from metaloco.sim.observation import obs_layout
 from metaloco.sim.tasks import layout_slice, privileged_layout
 
+SCREENED_SINCE = "111d35c"
+"""The commit from which symmetry augmentation leaves the held-out faults' mirror images out."""
 MIRROR_SCREENS_HELD_OUT = "mirror_screens_held_out"
 """Key a run's commit.json and manifest.json carry when its training screened the held-out joints' mirror
-twins (every run since commit 111d35c); without it a symmetric run trained on the held-out faults' mirror images."""
+twins (every run since `SCREENED_SINCE`); without it a symmetric run trained on the held-out faults' mirror images."""
 
 LEG_SWAP = (1, 0, 3, 2)
 """Mirrored leg of each leg, in the order FR, FL, RR, RL."""

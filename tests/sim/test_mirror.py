@@ -8,8 +8,8 @@ from tensordict import TensorDict
 from metaloco.hardware.robot_config import load_robot
 from metaloco.sim.env import EnvConfig, LocomotionEnv
 from metaloco.sim.gait import ActionMap
-from metaloco.sim.mirror import Mirror, mirror_map, rsl_rl_augmentation
-from metaloco.sim.tasks import DynamicsSpec, JointFault, Task
+from metaloco.sim.mirror import Mirror, mirror_map, mirrors_onto, rsl_rl_augmentation
+from metaloco.sim.tasks import DynamicsSpec, JointFault, Task, privileged_layout, task_vector
 
 M = Mirror(12, 15)
 
@@ -121,8 +121,6 @@ def test_a_swapped_group_is_reflected_by_swapping_its_halves():
 
 
 def _privileged_with(fault: JointFault | None, joint: str = "FR_lower_joint") -> torch.Tensor:
-    from metaloco.sim.tasks import privileged_layout, task_vector
-
     names = load_robot("a1").joint_names
     task = Task(faults={joint: fault} if fault else {})
     tail = sum(size for name, size in privileged_layout(12) if name in ("push_force_n", "base_lin_vel"))
@@ -153,8 +151,6 @@ def test_a_sample_whose_reflection_has_a_held_out_fault_is_not_reflected():
     torch.testing.assert_close(aug_actions[8:], Mirror.apply(actions[3:], M.action))
     torch.testing.assert_close(aug_obs["pair"][8:], torch.cat([obs["pair"][3:, 8:], obs["pair"][3:, :8]], dim=1))
     # No sample of the augmented batch has a fault on the held-out joint.
-    from metaloco.sim.mirror import mirrors_onto
-
     twin = (names.index("FR_lower_joint"),)  # FR's twin is FL: a fault on FL itself
     assert not mirrors_onto(aug_obs["privileged"], twin, 12).any()
 
