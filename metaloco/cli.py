@@ -122,6 +122,18 @@ def cmd_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gate(args: argparse.Namespace) -> int:
+    """`metaloco gate`: may these models replace the shipped ones? Exit 0 if they pass, 1 if not."""
+    from metaloco.adaptation.gate import format_verdict, run_gate
+
+    verdict = run_gate(args.model_dir, episodes=args.episodes, workers=args.workers, progress=_say)
+    if args.json:
+        _print_json(verdict)
+    else:
+        print(format_verdict(verdict))
+    return 0 if verdict["passed"] else 1
+
+
 def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -249,6 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "does not record it (exported before session 16)")
     card.add_argument("--episodes", type=int, default=None, help="episodes per scenario cell (default 10)")
     card.set_defaults(func=cmd_card)
+
+    gate = sub.add_parser("gate", help="judge exported models by the shipping gate (models/a1/HISTORY.md, sessions "
+                                       "19-20): adaptive on 12 scenarios; exit 0 if they pass, 1 if not")
+    gate.add_argument("model_dir", help="the exported models, e.g. RUN/export")
+    gate.add_argument("--episodes", type=int, default=None,
+                      help="episodes per scenario (default 10, the gate's; fewer scale its limits: a quick look)")
+    gate.add_argument("--workers", type=int, default=2, help="processes evaluating scenarios side by side")
+    gate.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    gate.set_defaults(func=cmd_gate)
 
     ev = sub.add_parser("eval", help="evaluate a method on a scenario (or on random training tasks) in pybullet "
                                      "with the exported models")

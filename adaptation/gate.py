@@ -1,0 +1,164 @@
+"""The shipping gate: may a trained model folder replace the shipped models in models/a1/?
+
+The gate was fixed in models/a1/HISTORY.md (sessions 19-20) before the first candidate was judged by it, from
+the shipped models' own figures: a candidate must track flat ground as the issue asks, fall no more often than
+the shipped models, recover within 1 s in more fault episodes than they do, and keep their mean return. It
+judges one method (`adaptive`, the one a robot runs) over a fixed list of scenarios, so that adding a scenario
+file does not move it. Its limits are counts at 10 episodes per scenario, the episodes it was fixed at; a run
+with fewer episodes scales them and is a quicker, noisier look, not the gate (`official` is false).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from metaloco.adaptation.evaluate import evaluate_episodes
+from metaloco.adaptation.model_card import RECOVERY_TARGET_S
+from metaloco.paths import config_dir
+from metaloco.schema import ConfigError
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The limits a candidate must meet (HISTORY.md, sessions 19-20)."""
+
+    method: str = "adaptive"
+    """The method judged: the meta-trained policy with its adaptation module."""
+    episodes: int = 10
+    """Episodes per scenario the limits below are counted over."""
+    scenarios: tuple[str, ...] = ("fl_hip_bias", "fl_knee_weak", "fr_knee_locked", "ice", "knee_locked_then_ice",
+                                  "nominal_flat", "payload", "push", "rl_thigh_limp", "rough", "slope", "steps")
+    """Every scenario evaluated: the falls and the mean return are counted over all of them."""
+    flat_scenario: str = "nominal_flat"
+    """The scenario whose tracking error is judged (a 0.5 m/s command on flat ground)."""
+    max_flat_tracking_mps: float = 0.1
+    """The issue's flat-ground target; the flat scenario must also have no fall."""
+    max_falls: int = 3
+    """Falls over all scenarios' episodes (the shipped models: 3)."""
+    recovery_scenarios: tuple[str, ...] = ("fr_knee_locked", "knee_locked_then_ice", "push", "rl_thigh_limp",
+                                           "fl_knee_weak")
+    """The event scenarios whose episodes are counted for recovery."""
+    min_recovered: int = 17
+    """Episodes of `recovery_scenarios` whose `recovery_time_s` is at most 1 s (the shipped models: 12 of 50)."""
+    min_mean_return: float = 12.5
+    """Mean of the scenarios' mean returns (the shipped models: 12.74)."""
+
+
+GATE = Gate()
+
+
+def judge(results: dict[str, tuple[dict, list[float | None]]], gate: Gate = GATE) -> dict:
+    """The gate's verdict on evaluation results.
+
+    Args:
+        results: Per scenario name, the `eval` object and each episode's `recovery_time_s`
+            (what `evaluate_episodes` returns), for every scenario of the gate and the same number of episodes.
+        gate: The limits.
+
+    Returns:
+        {"passed", "official", "episodes", "method", "checks": [{"check", "value", "limit", "passed"}],
+        "scenarios": {name: figures}, "recovery_scenarios"}.
+    """
+    missing = [name for name in gate.scenarios if name not in results]
+    if missing:
+        raise ConfigError("gate", "scenarios",
+                          f"no results for {missing}; the gate judges all of {list(gate.scenarios)}")
+    counts = {len(results[name][1]) for name in gate.scenarios}
+    if len(counts) != 1:
+        raise ConfigError("gate", "episodes", f"every scenario needs the same number of episodes, got {sorted(counts)}")
+    episodes = counts.pop()
+    scale = episodes / gate.episodes
+
+    flat = results[gate.flat_scenario][0]
+    falls = sum(results[name][0]["falls"] for name in gate.scenarios)
+    recovered = sum(r is not None and r <= RECOVERY_TARGET_S
+                    for name in gate.recovery_scenarios for r in results[name][1])
+    mean_return = sum(results[name][0]["return_mean"] for name in gate.scenarios) / len(gate.scenarios)
+    flat_error = flat["tracking_error_mps"]
+    max_falls = math.floor(gate.max_falls * scale)
+    min_recovered = math.ceil(gate.min_recovered * scale)
+    checks = [
+        {"check": f"{gate.flat_scenario} tracking error (m/s)", "value": flat_error,
+         "limit": f"<= {gate.max_flat_tracking_mps}",
+         "passed": flat_error is not None and flat_error <= gate.max_flat_tracking_mps},
+        {"check": f"{gate.flat_scenario} falls", "value": flat["falls"], "limit": "0", "passed": flat["falls"] == 0},
+        {"check": f"falls over the {len(gate.scenarios)} scenarios", "value": falls, "limit": f"<= {max_falls}",
+         "passed": falls <= max_falls},
+        {"check": f"episodes recovered within {RECOVERY_TARGET_S:g} s ({', '.join(gate.recovery_scenarios)})",
+         "value": f"{recovered} of {episodes * len(gate.recovery_scenarios)}", "limit": f">= {min_recovered}",
+         "passed": recovered >= min_recovered},
+        {"check": f"mean return over the {len(gate.scenarios)} scenarios", "value": round(mean_return, 3),
+         "limit": f">= {gate.min_mean_return}", "passed": mean_return >= gate.min_mean_return},
+    ]
+    scenarios = {name: {"return_mean": results[name][0]["return_mean"], "falls": results[name][0]["falls"],
+                        "tracking_error_mps": results[name][0]["tracking_error_mps"],
+                        "recovered_within_1s": sum(r is not None and r <= RECOVERY_TARGET_S for r in results[name][1])}
+                 for name in gate.scenarios}
+    return {"passed": all(c["passed"] for c in checks), "official": episodes == gate.episodes, "episodes": episodes,
+            "method": gate.method, "checks": checks, "scenarios": scenarios,
+            "recovery_scenarios": list(gate.recovery_scenarios)}
+
+
+def _cell(path: Path, method: str, episodes: int, model_dir: Path) -> tuple[dict, list[float | None]]:
+    summary, per_episode = evaluate_episodes(path, method, episodes, model_dir)
+    return summary, [m["recovery_time_s"] for m in per_episode]
+
+
+def run_gate(model_dir: str | Path, episodes: int | None = None, workers: int = 2, gate: Gate = GATE,
+             progress: Callable[[str], None] | None = None) -> dict:
+    """Evaluate exported models on the gate's scenarios and judge them.
+
+    Args:
+        model_dir: Exported models (policy.onnx, adapter.onnx, prior.json, ...).
+        episodes: Episodes per scenario (default: the gate's 10).
+        workers: Processes evaluating scenarios side by side (each builds its own pybullet world).
+        gate: The limits.
+        progress: Sink for a line per finished scenario.
+
+    Returns:
+        `judge`'s verdict, with "model_dir".
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / "policy.onnx").is_file():
+        raise ConfigError(str(model_dir), "model_dir", "no policy.onnx here; expected an exported model folder "
+                                                        "(metaloco export RUN, or models/a1)")
+    episodes = gate.episodes if episodes is None else episodes
+    if episodes < 1:
+        raise ConfigError("--episodes", "episodes", f"must be at least 1, got {episodes}")
+    paths = [config_dir() / "scenarios" / f"{name}.yaml" for name in gate.scenarios]
+    absent = [str(p) for p in paths if not p.is_file()]
+    if absent:
+        raise ConfigError("gate", "scenarios", f"scenario files missing: {absent}")
+    context = multiprocessing.get_context("spawn")
+    results = {}
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context) as pool:
+        futures = [pool.submit(_cell, path, gate.method, episodes, model_dir) for path in paths]
+        for name, future in zip(gate.scenarios, futures):
+            results[name] = future.result()
+            if progress:
+                s = results[name][0]
+                progress(f"[gate] {len(results)}/{len(paths)} {name}: return {s['return_mean']:.2f}, "
+                         f"{s['falls']} falls")
+    return {"model_dir": str(model_dir), **judge(results, gate)}
+
+
+def format_verdict(verdict: dict) -> str:
+    """The verdict as a table a person reads: each scenario, then each check, then PASS or FAIL."""
+    lines = [f"{'scenario':<22}{'return':>8}{'falls':>7}{'tracking m/s':>14}{'within 1 s':>12}"]
+    for name, s in verdict["scenarios"].items():
+        error = "-" if s["tracking_error_mps"] is None else f"{s['tracking_error_mps']:.3f}"
+        within = s["recovered_within_1s"] if name in verdict["recovery_scenarios"] else "-"
+        lines.append(f"{name:<22}{s['return_mean']:>8.2f}{s['falls']:>7}{error:>14}{within:>12}")
+    lines.append("")
+    for c in verdict["checks"]:
+        lines.append(f"{'ok  ' if c['passed'] else 'FAIL'} {c['check']}: {c['value']} (limit {c['limit']})")
+    word = "PASS" if verdict["passed"] else "FAIL"
+    scope = "" if verdict["official"] else (f" (at {verdict['episodes']} episodes per scenario with scaled limits: "
+                                            f"a quick look, not the gate, which counts 10)")
+    lines.append(f"gate: {word} for {verdict['method']} in {verdict.get('model_dir', '?')}{scope}")
+    return "\n".join(lines)
