@@ -24,6 +24,8 @@ from metaloco.sim.reward import RewardConfig, compute_reward
 from metaloco.sim.robot import SimRobot
 from metaloco.sim.tasks import JointFault, Task, TaskRanges, TaskSampler, privileged_layout, task_vector
 
+PUSH_STREAM = 0x9054
+"""Second word of the push generator's seed: a stream apart from every env's `seed + k` ones."""
 EDGE_MARGIN_M = 0.5
 """An episode on heightfield terrain ends (as a time-out) when the base comes this close to the field's edge."""
 
@@ -67,6 +69,8 @@ class LocomotionEnv(gymnasium.Env):
         self.robot = SimRobot(self.robot_cfg, seed=seed)
         self.sampler = TaskSampler(self.cfg.tasks, self.robot_cfg.joint_names, seed=seed + 1)
         self.rng = np.random.default_rng(seed + 2)
+        self.push_rng = np.random.default_rng((seed, PUSH_STREAM))
+        """Draws training pushes (its own stream: turning pushes on leaves tasks and commands as they were)."""
         self.action_map = ActionMap.from_robot(self.robot_cfg)
         n = self.robot_cfg.n_joints
         self.n_actions = self.action_map.n_actions
@@ -85,6 +89,8 @@ class LocomotionEnv(gymnasium.Env):
         self.last_action = np.zeros(self.n_actions)
         self.steps = 0
         self.pending_faults: tuple[float, dict[str, JointFault]] | None = None
+        self.next_push_s: float | None = None
+        """When this episode's next training push comes (None: no pushes this episode)."""
         self.fault_kind = -1
         """This episode's fault as an index in `sampler.fault_kinds` (-1: none), for the fault curriculum."""
         self._last_qd = np.zeros(n)
@@ -108,8 +114,10 @@ class LocomotionEnv(gymnasium.Env):
             self.rng = np.random.default_rng(seed)
             self.sampler.rng = np.random.default_rng(seed + 1)
             self.robot.rng = np.random.default_rng(seed + 2)
+            self.push_rng = np.random.default_rng((seed, PUSH_STREAM))
         options = options or {}
         self.pending_faults = None
+        self.next_push_s = None
         if "task" in options:
             task = options["task"]
             self.fault_kind = self.sampler.fault_kind(task)
@@ -119,6 +127,9 @@ class LocomotionEnv(gymnasium.Env):
             if onset > 0 and task.faults:
                 self.pending_faults = (onset, task.faults)
                 task = Task(terrain=task.terrain, dynamics=task.dynamics)
+            pushes = self.cfg.tasks.pushes
+            if pushes.probability > 0 and self.push_rng.random() < pushes.probability * self.sampler.difficulty:
+                self.next_push_s = pushes.draw_interval(self.push_rng)
         else:
             task = Task()
             self.fault_kind = -1
@@ -156,6 +167,10 @@ class LocomotionEnv(gymnasium.Env):
             for joint, fault in self.pending_faults[1].items():
                 self.robot.set_fault(joint, fault)
             self.pending_faults = None
+        if self.next_push_s is not None and t >= self.next_push_s:
+            pushes = self.cfg.tasks.pushes
+            self.robot.push(pushes.draw_force(self.push_rng, self.sampler.difficulty), pushes.duration_s)
+            self.next_push_s = t + pushes.draw_interval(self.push_rng)
         if not self.fixed_command and self.steps % max(1, int(self.cfg.commands.resample_s / self.dt)) == 0:
             self._resample_command()
         pos, quat, lin, ang = self.robot.base_state()

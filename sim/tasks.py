@@ -138,6 +138,37 @@ class FaultRange:
 
 
 @dataclass
+class PushRange:
+    """Random shoves on the base during training (legged_gym's `push_robots`: a 1 m/s kick every 15 s).
+
+    A push of F newtons for `duration_s` changes a 12 kg A1's velocity by about F * duration_s / 12 m/s, so the
+    default range, up to 60 N for 0.2 s on each horizontal axis, is legged_gym's kick of up to 1 m/s per axis.
+    Off (`probability` 0) unless a preset turns it on; no random number is drawn for pushes while it is off.
+    """
+
+    probability: float = spec(0.0, doc="Chance that an episode is pushed at all.", range=(0.0, 1.0))
+    interval_s: list[float] = spec(default_factory=lambda: [8.0, 15.0], length=2, range=(0.1, 1000.0),
+                                   doc="Time before the first push and between pushes (s), drawn uniformly.")
+    force_n: float = spec(60.0, doc="Largest force per horizontal axis (N), scaled by the difficulty.",
+                          range=(0.0, 1000.0))
+    duration_s: float = spec(0.2, doc="How long each push lasts (s).", range=(0.01, 5.0))
+
+    def validate(self, source: str, prefix: str) -> None:
+        lo, hi = self.interval_s
+        if lo > hi:
+            raise ConfigError(source, f"{prefix}.interval_s", f"expected [shortest, longest], got [{lo}, {hi}]")
+
+    def draw_interval(self, rng: np.random.Generator) -> float:
+        """Seconds until the next push."""
+        return float(rng.uniform(*self.interval_s))
+
+    def draw_force(self, rng: np.random.Generator, difficulty: float) -> list[float]:
+        """A horizontal force (N, world frame), each axis uniform in +-force_n * difficulty."""
+        fx, fy = rng.uniform(-1.0, 1.0, size=2) * self.force_n * difficulty
+        return [float(fx), float(fy), 0.0]
+
+
+@dataclass
 class TaskRanges:
     """Ranges a `TaskSampler` draws from. `difficulty` in [0, 1] scales every range from nominal to full."""
 
@@ -154,6 +185,7 @@ class TaskRanges:
     motor_strength: list[float] = spec(default_factory=lambda: [0.8, 1.1], length=2, range=(0.0, 2.0), doc="Range.")
     latency_ms: list[float] = spec(default_factory=lambda: [0.0, 20.0], length=2, range=(0.0, 100.0), doc="Range.")
     faults: FaultRange = field(default_factory=FaultRange)
+    pushes: PushRange = field(default_factory=PushRange)
 
     def validate(self, source: str, prefix: str) -> None:
         for kind in self.terrain_types:

@@ -143,7 +143,7 @@ def test_unknown_preset_is_refused():
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.schema import ConfigError
 
-    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'full_replay', 'full_track', 'smoke'\]"):
+    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'full_push', 'full_replay', 'full_track', 'smoke'\]"):
         load_train_config("huge")
 
 
@@ -292,3 +292,16 @@ def test_the_tracking_candidate_preset_is_full_with_only_the_tracking_weight_cha
     reward_full, reward_cand = env_full["reward"], env_cand["reward"]
     assert {k for k in reward_full if reward_full[k] != reward_cand[k]} == {"tracking_lin_vel"}
     assert reward_cand["tracking_lin_vel"] == 2 * reward_full["tracking_lin_vel"]
+
+
+def test_the_push_candidate_preset_is_full_with_only_pushes_turned_on():
+    """`full_push` is compared against `full` run for run: only the training pushes may differ."""
+    from metaloco.adaptation.train_config import load_train_config
+    from metaloco.schema import to_dict
+
+    full, candidate = to_dict(load_train_config("full")), to_dict(load_train_config("full_push"))
+    assert {k for k in full if full[k] != candidate[k]} == {"name", "env"}
+    assert {k for k in full["env"] if full["env"][k] != candidate["env"][k]} == {"tasks"}
+    tasks_full, tasks_cand = full["env"]["tasks"], candidate["env"]["tasks"]
+    assert {k for k in tasks_full if tasks_full[k] != tasks_cand[k]} == {"pushes"}
+    assert tasks_full["pushes"]["probability"] == 0.0 and tasks_cand["pushes"]["probability"] == 1.0
