@@ -26,7 +26,7 @@ def _rollout(pushes: PushRange | None, seed: int = 4, steps: int = 75):
     return np.array(privileged), np.array(velocity), task
 
 
-def test_pushes_off_leave_every_draw_as_it_was():
+def test_pushes_off_push_nothing_and_change_nothing():
     reference, ref_vel, ref_task = _rollout(None)
     off, off_vel, off_task = _rollout(PushRange(probability=0.0, interval_s=[0.5, 0.5]))
     np.testing.assert_array_equal(reference, off)
