@@ -5,7 +5,7 @@ the shipped models' own figures: a candidate must track flat ground as the issue
 the shipped models, recover within 1 s in more fault episodes than they do, and keep their mean return. It
 judges one method (`adaptive`, the one a robot runs) over a fixed list of scenarios, so that adding a scenario
 file does not move it. Its limits are counts at 10 episodes per scenario, the episodes it was fixed at; a run
-with fewer episodes scales them and is a quicker, noisier look, not the gate (`official` is false).
+with another number of episodes scales them and is an indication, not the gate (`official` is false).
 """
 
 from __future__ import annotations
@@ -159,6 +159,6 @@ def format_verdict(verdict: dict) -> str:
         lines.append(f"{'ok  ' if c['passed'] else 'FAIL'} {c['check']}: {c['value']} (limit {c['limit']})")
     word = "PASS" if verdict["passed"] else "FAIL"
     scope = "" if verdict["official"] else (f" (at {verdict['episodes']} episodes per scenario with scaled limits: "
-                                            f"a quick look, not the gate, which counts 10)")
+                                            f"an indication, not the gate, which counts 10)")
     lines.append(f"gate: {word} for {verdict['method']} in {verdict.get('model_dir', '?')}{scope}")
     return "\n".join(lines)

@@ -266,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "19-20): adaptive on 12 scenarios; exit 0 if they pass, 1 if not")
     gate.add_argument("model_dir", help="the exported models, e.g. RUN/export")
     gate.add_argument("--episodes", type=int, default=None,
-                      help="episodes per scenario (default 10, the gate's; fewer scale its limits: a quick look)")
+                      help="episodes per scenario (default 10, the gate's; another number scales its limits: "
+                           "an indication, not the gate)")
     gate.add_argument("--workers", type=int, default=2, help="processes evaluating scenarios side by side")
     gate.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     gate.set_defaults(func=cmd_gate)

@@ -64,7 +64,7 @@ def test_fewer_episodes_scale_the_limits_and_are_not_the_gate():
     assert [c["limit"] for c in verdict["checks"]][2:4] == ["<= 0", ">= 2"]
     results["push"] = _cell(falls=1, recoveries=[0.2])
     assert _failed(judge(results)) == ["falls over the 12 scenarios"]
-    assert "a quick look, not the gate" in format_verdict(judge(results))
+    assert "an indication, not the gate" in format_verdict(judge(results))
 
 
 def test_missing_or_uneven_results_are_refused_by_name():
