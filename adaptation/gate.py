@@ -11,14 +11,11 @@ with another number of episodes scales them and is an indication, not the gate (
 from __future__ import annotations
 
 import math
-import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from metaloco.adaptation.evaluate import evaluate_episodes
-from metaloco.adaptation.model_card import RECOVERY_TARGET_S
+from metaloco.adaptation.model_card import RECOVERY_TARGET_S, run_jobs
 from metaloco.paths import config_dir
 from metaloco.schema import ConfigError
 
@@ -74,11 +71,14 @@ def judge(results: dict[str, tuple[dict, list[float | None]]], gate: Gate = GATE
     episodes = counts.pop()
     scale = episodes / gate.episodes
 
-    flat = results[gate.flat_scenario][0]
-    falls = sum(results[name][0]["falls"] for name in gate.scenarios)
-    recovered = sum(r is not None and r <= RECOVERY_TARGET_S
-                    for name in gate.recovery_scenarios for r in results[name][1])
-    mean_return = sum(results[name][0]["return_mean"] for name in gate.scenarios) / len(gate.scenarios)
+    scenarios = {name: {"return_mean": results[name][0]["return_mean"], "falls": results[name][0]["falls"],
+                        "tracking_error_mps": results[name][0]["tracking_error_mps"],
+                        "recovered_within_1s": sum(r is not None and r <= RECOVERY_TARGET_S for r in results[name][1])}
+                 for name in gate.scenarios}
+    flat = scenarios[gate.flat_scenario]
+    falls = sum(s["falls"] for s in scenarios.values())
+    recovered = sum(scenarios[name]["recovered_within_1s"] for name in gate.recovery_scenarios)
+    mean_return = sum(s["return_mean"] for s in scenarios.values()) / len(scenarios)
     flat_error = flat["tracking_error_mps"]
     max_falls = math.floor(gate.max_falls * scale)
     min_recovered = math.ceil(gate.min_recovered * scale)
@@ -95,18 +95,9 @@ def judge(results: dict[str, tuple[dict, list[float | None]]], gate: Gate = GATE
         {"check": f"mean return over the {len(gate.scenarios)} scenarios", "value": round(mean_return, 3),
          "limit": f">= {gate.min_mean_return}", "passed": mean_return >= gate.min_mean_return},
     ]
-    scenarios = {name: {"return_mean": results[name][0]["return_mean"], "falls": results[name][0]["falls"],
-                        "tracking_error_mps": results[name][0]["tracking_error_mps"],
-                        "recovered_within_1s": sum(r is not None and r <= RECOVERY_TARGET_S for r in results[name][1])}
-                 for name in gate.scenarios}
     return {"passed": all(c["passed"] for c in checks), "official": episodes == gate.episodes, "episodes": episodes,
             "method": gate.method, "checks": checks, "scenarios": scenarios,
             "recovery_scenarios": list(gate.recovery_scenarios)}
-
-
-def _cell(path: Path, method: str, episodes: int, model_dir: Path) -> tuple[dict, list[float | None]]:
-    summary, per_episode = evaluate_episodes(path, method, episodes, model_dir)
-    return summary, [m["recovery_time_s"] for m in per_episode]
 
 
 def run_gate(model_dir: str | Path, episodes: int | None = None, workers: int = 2, gate: Gate = GATE,
@@ -134,16 +125,8 @@ def run_gate(model_dir: str | Path, episodes: int | None = None, workers: int = 
     absent = [str(p) for p in paths if not p.is_file()]
     if absent:
         raise ConfigError("gate", "scenarios", f"scenario files missing: {absent}")
-    context = multiprocessing.get_context("spawn")
-    results = {}
-    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context) as pool:
-        futures = [pool.submit(_cell, path, gate.method, episodes, model_dir) for path in paths]
-        for name, future in zip(gate.scenarios, futures):
-            results[name] = future.result()
-            if progress:
-                s = results[name][0]
-                progress(f"[gate] {len(results)}/{len(paths)} {name}: return {s['return_mean']:.2f}, "
-                         f"{s['falls']} falls")
+    jobs = [("eval", path, gate.method, model_dir, episodes) for path in paths]
+    results = dict(zip(gate.scenarios, run_jobs(jobs, max(1, workers), progress, label="gate")))
     return {"model_dir": str(model_dir), **judge(results, gate)}
 
 

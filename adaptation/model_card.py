@@ -212,15 +212,18 @@ def _job_name(kind: str, path) -> str:
     return f"difficulty {path[1]}" if kind in ("family", "adapter_family") else path.stem
 
 
-def _run_jobs(jobs: list[tuple], workers: int, progress: Callable[[str], None]) -> list:
-    """Run the card's measurements in `workers` processes (each builds its own pybullet env); results in order."""
+def run_jobs(jobs: list[tuple], workers: int, progress: Callable[[str], None] | None, label: str = "card") -> list:
+    """Run measurements (`_job`'s arguments) in `workers` processes (each builds its own pybullet env); results in
+    order, with a `[label]` progress line as each finishes."""
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = [pool.submit(_job, *job) for job in jobs]
         results = []
         for (kind, path, method, model_dir, _), future in zip(jobs, futures):
             results.append(future.result())
-            progress(f"[card] {len(results)}/{len(jobs)} {kind} {_job_name(kind, path)} {method} ({model_dir.name})")
+            if progress:
+                progress(f"[{label}] {len(results)}/{len(jobs)} {kind} {_job_name(kind, path)} {method} "
+                         f"({model_dir.name})")
         return results
 
 
@@ -319,7 +322,7 @@ def write_model_card(run: str | Path | None, model_dir: str | Path, episodes: in
         jobs += [("family", (cfg.env, level), m, model_dir, FAMILY_EPISODES) for m in METHODS]
         if has_before:
             jobs += [("family", (cfg.env, level), m, before_dir, FAMILY_EPISODES) for m in ("nominal", "oracle")]
-    out = _run_jobs(jobs, workers or os.cpu_count() or 1, progress)
+    out = run_jobs(jobs, workers or os.cpu_count() or 1, progress)
     results, before, undamaged, effects, breakdowns, tracking, family = {}, {}, {}, {}, {}, {}, {}
     recoveries = {}  # each episode's recovery_time_s of the shipped models' cells
     adapter_family = None
