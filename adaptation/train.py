@@ -218,9 +218,9 @@ def _episode_stats(venv: SubprocVecEnv, mark: int,
 def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
               make_runner: Callable[[SubprocVecEnv], object], history_length: int = 0,
               fixed_difficulty: float | None = None, log: Callable[[str], None] = print,
-              env_cfg: EnvConfig | None = None) -> PhaseResult:
+              env_cfg: EnvConfig | None = None, fault_focus: float | None = None) -> PhaseResult:
     """Run (or resume) one training phase to `total_iterations` in `env_cfg` (default `cfg.env`),
-    checkpointing as it goes."""
+    checkpointing as it goes. `fault_focus` overrides `cfg.curriculum.fault_focus` for this phase."""
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     ckpt_path = folder / "checkpoint.pt"
@@ -242,8 +242,9 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
             log(f"[{name}] resuming at iteration {it} (difficulty {difficulty:.2f})")
         venv.set_difficulty(difficulty)
         focus = None
-        if cfg.curriculum.fault_focus > 0 and venv.fault_kinds:
-            focus = FaultFocus(len(venv.fault_kinds), cfg.curriculum.fault_focus)
+        share = cfg.curriculum.fault_focus if fault_focus is None else fault_focus
+        if share > 0 and venv.fault_kinds:
+            focus = FaultFocus(len(venv.fault_kinds), share)
             if "fault_focus" in saved:
                 focus.load(saved["fault_focus"])
             venv.set_fault_weights(focus.weights())
@@ -416,7 +417,7 @@ def train(preset: str | TrainConfig, out_dir: str | Path, log: Callable[[str], N
         phase1 = torch.load(out / "phase1" / "checkpoint.pt", weights_only=True)["alg"]
         r3 = run_phase("phase3", cfg, out, cfg.finetune_iterations,
                        lambda v: make_finetune_runner(cfg, v, phase1, student), history_length=cfg.history_length,
-                       fixed_difficulty=r1.difficulty, log=log)
+                       fixed_difficulty=r1.difficulty, log=log, fault_focus=cfg.finetune_fault_focus)
         done("phase3", r3)
     if cfg.robust_iterations > 0:
         rb = run_phase("robust", cfg, out, cfg.robust_iterations, lambda v: make_ppo_runner(cfg, v, rma=False), log=log)

@@ -60,6 +60,11 @@ class TrainConfig:
                                        doc="Phase 3: the fraction of iterations (drawn at random) in which pi gets "
                                            "the true z instead of z_hat, so that it still reads a fixed or true "
                                            "latent as a task (`nominal`, `oracle`, adaptation off).")
+    finetune_fault_focus: float | None = spec(None, range=(0.0, 1.0),
+                                              doc="Phase 3: the fault curriculum's share (as curriculum.fault_focus) "
+                                                  "while pi is fine-tuned on z_hat, so that phase 3 spends its "
+                                                  "iterations on the fault kinds it still falls on (None: "
+                                                  "curriculum.fault_focus, as in the other phases).")
     robust_iterations: int = spec(700, range=(0, 100000),
                                   doc="PPO iterations of the robust baseline (phases 1 + 2 + 3: the same budget).")
     checkpoint_every: int = spec(10, range=(1, 10000), doc="Iterations between checkpoints and log rows.")

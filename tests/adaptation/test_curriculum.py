@@ -87,3 +87,20 @@ def test_the_difficulty_curriculum_sees_the_family_as_defined_not_the_tilted_dra
     family = _episode_stats(venv, 0, kind_weights=np.array([0.75, 0.25]))
     assert tilted[2] == 0.6 and abs(family[2] - 2.0 / 5.0) < 1e-12  # falls: (3 x 2/3) / (2 + 2 + 1)
     assert abs(family[0] - (2.0 + 10.0 + 3.0) / 5.0) < 1e-12 and family[4] == 5
+
+
+def test_the_fault_focus_can_be_given_to_phase_3_alone(tmp_path):
+    from dataclasses import replace
+
+    from metaloco.adaptation.train import train
+    from metaloco.adaptation.train_config import load_train_config
+
+    cfg = load_train_config("smoke")
+    cfg = replace(cfg, env=replace(cfg.env, episode_s=0.3), finetune_fault_focus=0.5)
+    assert cfg.curriculum.fault_focus == 0.0
+    train(cfg, tmp_path, log=lambda line: None, export=False)
+    focused = torch.load(tmp_path / "phase3" / "checkpoint.pt", weights_only=True)
+    episodes, falls = focused["fault_focus"].numpy()
+    assert episodes.shape == (44,) and episodes.sum() > 0 and (falls <= episodes).all()
+    for phase in ("phase1", "phase2", "robust"):
+        assert "fault_focus" not in torch.load(tmp_path / phase / "checkpoint.pt", weights_only=True), phase

@@ -143,7 +143,7 @@ def test_unknown_preset_is_refused():
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.schema import ConfigError
 
-    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'full_push', 'full_replay', 'full_track', 'smoke'\]"):
+    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'full_push', 'full_push_focus', 'full_replay', 'full_track', 'smoke'\]"):
         load_train_config("huge")
 
 
@@ -305,3 +305,14 @@ def test_the_push_candidate_preset_is_full_with_only_pushes_turned_on():
     tasks_full, tasks_cand = full["env"]["tasks"], candidate["env"]["tasks"]
     assert {k for k in tasks_full if tasks_full[k] != tasks_cand[k]} == {"pushes"}
     assert tasks_full["pushes"]["probability"] == 0.0 and tasks_cand["pushes"]["probability"] == 1.0
+
+
+def test_the_focus_candidate_preset_is_full_push_with_only_phase_3_focused():
+    """`full_push_focus` shares phases 1, 2 and the robust baseline with `full_push`: only phase 3's draw differs."""
+    from metaloco.adaptation.train_config import load_train_config
+    from metaloco.schema import to_dict
+
+    base, candidate = to_dict(load_train_config("full_push")), to_dict(load_train_config("full_push_focus"))
+    assert {k for k in base if base[k] != candidate[k]} == {"name", "finetune_fault_focus"}
+    assert base["finetune_fault_focus"] is None and candidate["finetune_fault_focus"] == 0.5
+    assert candidate["curriculum"]["fault_focus"] == 0.0
