@@ -109,7 +109,7 @@ def evaluate(scenario_path: str | Path, method: str, episodes: int = 1, model_di
 
 
 def evaluate_episodes(scenario_path: str | Path, method: str, episodes: int = 1, model_dir: str | Path | None = None,
-                      progress: Callable[[str], None] | None = None) -> tuple[dict, list[dict]]:
+                      progress: Callable[[str], None] | None = None, first_episode: int = 0) -> tuple[dict, list[dict]]:
     """The DESIGN.md `eval` object for a method on a scenario, and each episode's own figures.
 
     Args:
@@ -118,6 +118,8 @@ def evaluate_episodes(scenario_path: str | Path, method: str, episodes: int = 1,
         episodes: Episodes (episode i uses seed + i).
         model_dir: Folder with the exported models (default: models/<robot>).
         progress: Sink for a line per episode.
+        first_episode: Index of the first episode: episodes first_episode, ..., first_episode + episodes - 1
+            (fresh seeds for a result chosen on the first ones).
 
     Returns:
         ({"scenario", "method", "episodes", "return_mean", "distance_m", "tracking_error_mps", "falls",
@@ -129,17 +131,19 @@ def evaluate_episodes(scenario_path: str | Path, method: str, episodes: int = 1,
         raise ConfigError("--method", "method", f"got {method!r}; allowed values are {list(METHODS)}")
     if episodes < 1:
         raise ConfigError("--episodes", "episodes", f"must be at least 1, got {episodes}")
+    if first_episode < 0:
+        raise ConfigError("--first-episode", "first_episode", f"must be 0 or more, got {first_episode}")
     folder = Path(model_dir) if model_dir else models_dir() / scenario.robot.name
     if progress and method in ("nominal", "oracle") and load_policy(folder, scenario.robot).latent_input == "adapter":
         progress(f"[eval] note: {folder / 'policy.onnx'} was fine-tuned on the adapter's estimate (phase 3); with "
                  f"a fixed or true latent ({method}) it runs on inputs it was not fine-tuned on, so this is not the bound DESIGN.md means; "
                  f"{folder / BEFORE_PHASE3} holds the policy {method} is defined for")
     series = []
-    for i in range(episodes):
+    for i in range(first_episode, first_episode + episodes):
         s, trace, _ = run_episode(scenario, method, folder, i)
         series.append(s)
         if progress:
-            progress(f"[eval] {scenario.name} {method} episode {i + 1}/{episodes}: "
+            progress(f"[eval] {scenario.name} {method} episode {i + 1}/{first_episode + episodes}: "
                      f"{'fell' if trace.fell else 'ok'}, {trace.base_pos[-1][0] - trace.base_pos[0][0]:.2f} m")
     result = summarize(scenario.name, method, series)
     for key in ("return_mean", "distance_m", "tracking_error_mps", "recovery_time_s"):

@@ -188,10 +188,10 @@ def _result_row(label: str, method: str, r: dict) -> str:
             f"{_fmt(r['tracking_error_mps'])} | {r['falls']} | {_fmt(r['recovery_time_s'])} |")
 
 
-def _job(kind: str, path: Path, method: str, model_dir: Path, episodes: int):
+def _job(kind: str, path: Path, method: str, model_dir: Path, episodes: int, first_episode: int = 0):
     """One measurement of the card, run in a worker process."""
     if kind == "eval":
-        result, per_episode = evaluate_episodes(path, method, episodes, model_dir)
+        result, per_episode = evaluate_episodes(path, method, episodes, model_dir, first_episode=first_episode)
         return result, [m["recovery_time_s"] for m in per_episode]
     if kind == "undamaged":
         return undamaged_return(path, model_dir, episodes)
@@ -219,7 +219,7 @@ def run_jobs(jobs: list[tuple], workers: int, progress: Callable[[str], None] | 
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         futures = [pool.submit(_job, *job) for job in jobs]
         results = []
-        for (kind, path, method, model_dir, _), future in zip(jobs, futures):
+        for (kind, path, method, model_dir, *_), future in zip(jobs, futures):
             results.append(future.result())
             if progress:
                 progress(f"[{label}] {len(results)}/{len(jobs)} {kind} {_job_name(kind, path)} {method} "

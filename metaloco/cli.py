@@ -126,7 +126,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
     """`metaloco gate`: may these models replace the shipped ones? Exit 0 if they pass, 1 if not."""
     from metaloco.adaptation.gate import format_verdict, run_gate
 
-    verdict = run_gate(args.model_dir, episodes=args.episodes, workers=args.workers, progress=_say)
+    verdict = run_gate(args.model_dir, episodes=args.episodes, workers=args.workers, progress=_say,
+                       first_episode=args.first_episode)
     if args.json:
         _print_json(verdict)
     else:
@@ -268,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--episodes", type=int, default=None,
                       help="episodes per scenario (default 10, the gate's; another number scales its limits: "
                            "an indication, not the gate)")
+    gate.add_argument("--first-episode", type=int, default=0,
+                      help="index of the first episode (default 0; another gives fresh seeds, to confirm a candidate "
+                           "chosen on the gate's own episodes: a confirmation, not the gate)")
     gate.add_argument("--workers", type=int, default=2, help="processes evaluating scenarios side by side")
     gate.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     gate.set_defaults(func=cmd_gate)

@@ -97,3 +97,26 @@ def test_gate_command_judges_the_shipped_models_and_exits_by_the_verdict(capsys)
 def test_gate_command_refuses_a_folder_without_models(tmp_path, capsys):
     assert main(["gate", str(tmp_path)]) == 2
     assert "no policy.onnx here" in capsys.readouterr().err
+
+
+def test_fresh_episodes_confirm_but_are_not_the_gate():
+    verdict = judge(_passing(), first_episode=10)
+    assert verdict["passed"] and not verdict["official"] and verdict["first_episode"] == 10
+    assert "on episodes 10-19, fresh seeds: a confirmation, not the gate" in format_verdict(verdict)
+    assert judge(_passing())["official"]
+
+
+def test_fresh_episodes_are_the_later_episodes_of_the_same_scenario():
+    from metaloco.adaptation.evaluate import evaluate_episodes
+
+    _, both = evaluate_episodes("nominal_flat", "adaptive", 2, MODELS)
+    summary, second = evaluate_episodes("nominal_flat", "adaptive", 1, MODELS, first_episode=1)
+    assert second == both[1:] and both[0] != both[1]
+    assert summary["return_mean"] == pytest.approx(second[0]["return"], abs=1e-4)
+    with pytest.raises(ConfigError, match=r"first_episode.*must be 0 or more, got -1"):
+        evaluate_episodes("nominal_flat", "adaptive", 1, MODELS, first_episode=-1)
+
+
+def test_gate_command_refuses_a_negative_first_episode(capsys):
+    assert main(["gate", str(MODELS), "--first-episode", "-1"]) == 2
+    assert "must be 0 or more, got -1" in capsys.readouterr().err
