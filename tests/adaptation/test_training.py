@@ -307,12 +307,16 @@ def test_the_push_candidate_preset_is_full_with_only_pushes_turned_on():
     assert tasks_full["pushes"]["probability"] == 0.0 and tasks_cand["pushes"]["probability"] == 1.0
 
 
-def test_the_focus_candidate_preset_is_full_push_with_only_phase_3_focused():
-    """`full_push_focus` shares phases 1, 2 and the robust baseline with `full_push`: only phase 3's draw differs."""
+def test_the_focus_preset_is_full_push_with_only_phase_3_longer_and_focused():
+    """`full_push_focus` shares phases 1, 2 and the robust baseline with `full_push`: only phase 3 differs."""
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.schema import to_dict
 
     base, candidate = to_dict(load_train_config("full_push")), to_dict(load_train_config("full_push_focus"))
-    assert {k for k in base if base[k] != candidate[k]} == {"name", "finetune_fault_focus"}
+    assert {k for k in base if base[k] != candidate[k]} == {"name", "finetune_iterations", "finetune_fault_focus",
+                                                           "robust_iterations"}
     assert base["finetune_fault_focus"] is None and candidate["finetune_fault_focus"] == 0.5
+    assert (base["finetune_iterations"], candidate["finetune_iterations"]) == (300, 600)
+    c = candidate  # the robust baseline keeps the same budget as phases 1-3
+    assert c["robust_iterations"] == c["phase1_iterations"] + c["phase2_iterations"] + c["finetune_iterations"]
     assert candidate["curriculum"]["fault_focus"] == 0.0
