@@ -54,6 +54,12 @@ def held_out_reason(path: Path, cfg, mirrored_held_out: bool = False) -> str | N
                            "of their twin's" if mirrored_held_out else f"{e.joint} faults held out")
         if e.kind == "terrain" and ranges.held_out_friction[0] <= e.terrain.friction <= ranges.held_out_friction[1]:
             reasons.append(f"friction {e.terrain.friction} held out")
+        if e.kind == "push":
+            pushes = ranges.pushes
+            if pushes.probability == 0:
+                reasons.append("pushes not trained on")
+            elif max(abs(f) for f in e.force_n[:2]) > pushes.force_n or e.duration_s > pushes.duration_s:
+                reasons.append(f"a push beyond the trained {pushes.force_n:g} N per axis for {pushes.duration_s:g} s")
     if s.task.terrain.type not in ranges.terrain_types:
         reasons.append(f"terrain '{s.task.terrain.type}' not trained on")
     return "; ".join(reasons) or None

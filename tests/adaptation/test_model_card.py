@@ -141,25 +141,39 @@ def test_the_recovery_verdict_counts_the_episodes_that_recovered_in_time():
 
 
 def test_the_card_says_when_symmetry_trained_on_the_held_out_joint():
-    # The shipped models' manifest predates the screening (commit 111d35c): their fl_knee_weak row must not be
-    # called a test on unseen faults. A run whose manifest records the screening keeps the plain label.
-    import json
-    from pathlib import Path
-
+    # Models trained before the screening (commit 111d35c; their manifest does not record it, as session 9's
+    # `full` models did not) must not have their fl_knee_weak row called a test on unseen faults. A run whose
+    # manifest records the screening (every run since, and the models shipped since session 25) keeps the label.
     from metaloco.adaptation.model_card import held_out_reason, mirrors_held_out
-    from metaloco.adaptation.train_config import TrainConfig, load_train_config
+    from metaloco.adaptation.train_config import load_train_config
     from metaloco.paths import config_dir
-    from metaloco.schema import from_dict
 
-    manifest = json.loads((Path(__file__).parents[2] / "models" / "a1" / "manifest.json").read_text())
-    cfg = from_dict(TrainConfig, manifest["config"], "manifest.json")
+    cfg = load_train_config("full")
     weak_knee = config_dir() / "scenarios" / "fl_knee_weak.yaml"
-    assert mirrors_held_out(manifest, cfg)
-    assert "trained on as the mirror images" in held_out_reason(weak_knee, cfg, mirrors_held_out(manifest, cfg))
-    screened = {**manifest, "mirror_screens_held_out": True}
+    before = {"command": "metaloco train --preset full"}
+    assert mirrors_held_out(before, cfg)
+    assert "trained on as the mirror images" in held_out_reason(weak_knee, cfg, mirrors_held_out(before, cfg))
+    screened = {**before, "mirror_screens_held_out": True}
     assert not mirrors_held_out(screened, cfg)
     assert held_out_reason(weak_knee, cfg, mirrors_held_out(screened, cfg)) == "FL_lower_joint faults held out"
-    assert not mirrors_held_out(manifest, load_train_config("smoke"))  # no symmetry, nothing mirrored
+    assert not mirrors_held_out(before, load_train_config("smoke"))  # no symmetry, nothing mirrored
+
+
+def test_the_card_says_when_a_push_was_not_trained_on():
+    # Until session 24 no preset pushed the robot in training, so `push` tested an unseen kind of event.
+    from dataclasses import replace
+
+    from metaloco.adaptation.model_card import held_out_reason
+    from metaloco.adaptation.train_config import load_train_config
+    from metaloco.paths import config_dir
+
+    push = config_dir() / "scenarios" / "push.yaml"  # 60 N sideways for 0.2 s
+    assert held_out_reason(push, load_train_config("full")) == "pushes not trained on"
+    pushed = load_train_config("full_push_focus")
+    assert held_out_reason(push, pushed) is None
+    tasks = replace(pushed.env.tasks, pushes=replace(pushed.env.tasks.pushes, force_n=40.0))
+    weaker = replace(pushed, env=replace(pushed.env, tasks=tasks))
+    assert held_out_reason(push, weaker) == "a push beyond the trained 40 N per axis for 0.2 s"
 
 
 def test_a_new_run_records_that_it_screened_the_held_out_joints(smoke_run):
