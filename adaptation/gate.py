@@ -1,8 +1,10 @@
 """The shipping gate: may a trained model folder replace the shipped models in models/a1/?
 
 The gate was fixed in models/a1/HISTORY.md (sessions 19-20) before the first candidate was judged by it, from
-the shipped models' own figures: a candidate must track flat ground as the issue asks, fall no more often than
-the shipped models, recover within 1 s in more fault episodes than they do, and keep their mean return. It
+the then shipped models' own figures (session 9's `full`, shipped until session 24): a candidate must track flat
+ground as the issue asks, fall no more often than those models, recover within 1 s in more fault episodes than
+they do, and keep their mean return. `full_push_focus` passed it in session 25 and replaced them; the limits
+were not moved. It
 judges one method (`adaptive`, the one a robot runs) over a fixed list of scenarios, so that adding a scenario
 file does not move it. Its limits are counts at 10 episodes per scenario, the episodes it was fixed at; a run
 with another number of episodes scales them and is an indication, not the gate (`official` is false). So is a
@@ -38,14 +40,14 @@ class Gate:
     max_flat_tracking_mps: float = 0.1
     """The issue's flat-ground target; the flat scenario must also have no fall."""
     max_falls: int = 3
-    """Falls over all scenarios' episodes (the shipped models: 3)."""
+    """Falls over all scenarios' episodes (session 9's models: 3)."""
     recovery_scenarios: tuple[str, ...] = ("fr_knee_locked", "knee_locked_then_ice", "push", "rl_thigh_limp",
                                            "fl_knee_weak")
     """The event scenarios whose episodes are counted for recovery."""
     min_recovered: int = 17
-    """Episodes of `recovery_scenarios` whose `recovery_time_s` is at most 1 s (the shipped models: 12 of 50)."""
+    """Episodes of `recovery_scenarios` whose `recovery_time_s` is at most 1 s (session 9's models: 12 of 50)."""
     min_mean_return: float = 12.5
-    """Mean of the scenarios' mean returns (the shipped models: 12.74)."""
+    """Mean of the scenarios' mean returns (session 9's models: 12.74)."""
 
 
 GATE = Gate()

@@ -74,17 +74,39 @@ def test_training_robots_keep_one_window_and_a_robot_without_follow_finds_the_ed
         robot.close()
 
 
-def test_a_scenario_walks_past_the_first_window_without_falling_off_it(tmp_path):
-    # The shipped policy, 30 s at 0.8 m/s on rough ground: past the 20 m the first window reaches ahead.
+def test_a_scenario_walks_past_the_first_window_and_always_has_ground_around_it(tmp_path):
+    # The shipped policy, 30 s at 0.8 m/s on rough ground: past the 20 m the first window reaches ahead. At every
+    # step the robot must stand on the current window, at least 1 m inside its edges. Whether the policy stays up
+    # that long is not this test's question (the models shipped in session 25 fall in 2 of 3 such runs, late,
+    # after 15 and 30 m; models/a1/HISTORY.md, session 25), so a fall ends the walk but does not fail the test.
     from pathlib import Path
 
-    from metaloco.adaptation.evaluate import run_episode
-    from metaloco.sim.scenario import load_scenario
+    from metaloco.adaptation.evaluate import MethodPolicy
+    from metaloco.sim.env import EnvConfig, LocomotionEnv
+    from metaloco.sim.scenario import load_scenario, run_scenario
 
     path = tmp_path / "long_rough.yaml"
     path.write_text("name: long_rough\nrobot: a1\nseed: 3\nduration_s: 30.0\ncommand: {vx: 0.8, vy: 0.0, yaw_rate: 0.0}\n"
                     "terrain: {type: rough, roughness_m: 0.03, friction: 0.8}\n")
+    scenario = load_scenario(path)
     models = Path(__file__).parents[2] / "models" / "a1"
-    _, trace, _ = run_episode(load_scenario(path), "adaptive", models, 0)
+    env = LocomotionEnv(EnvConfig(robot="a1", randomize_tasks=False), seed=scenario.seed, robot_cfg=scenario.robot)
+    windows, outside = set(), []
+    try:
+        policy = MethodPolicy("adaptive", models, scenario.robot, env.dt)
+
+        def act(obs, info):
+            robot = env.robot
+            x, y, _ = pybullet.getBasePositionAndOrientation(robot.body, physicsClientId=robot.client)[0]
+            windows.add(robot.ground.window)
+            if not robot.ground.inside(x, y, margin=1.0):
+                outside.append((round(x, 2), round(y, 2), robot.ground.window))
+            return policy(obs, info)
+
+        trace = run_scenario(scenario, act, env=env)
+    finally:
+        env.close()
     walked = float(np.sum(np.linalg.norm(np.diff(trace.base_pos[:, :2], axis=0), axis=1)))
-    assert not trace.fell and walked > LENGTH_M - BEHIND_M + 1.0, walked
+    assert walked > LENGTH_M - BEHIND_M + 1.0, (walked, trace.fell)
+    assert len(windows) >= 2, "the window never moved"
+    assert not outside, outside[:5]
