@@ -4,12 +4,11 @@ The gate was fixed in models/a1/HISTORY.md (sessions 19-20) before the first can
 the then shipped models' own figures (session 9's `full`, shipped until session 24): a candidate must track flat
 ground as the issue asks, fall no more often than those models, recover within 1 s in more fault episodes than
 they do, and keep their mean return. `full_push_focus` passed it in session 25 and replaced them; the limits
-were not moved. It
-judges one method (`adaptive`, the one a robot runs) over a fixed list of scenarios, so that adding a scenario
-file does not move it. Its limits are counts at 10 episodes per scenario, the episodes it was fixed at; a run
-with another number of episodes scales them and is an indication, not the gate (`official` is false). So is a
-run on other episodes than the first 10 (`first_episode`): fresh seeds, to confirm a candidate that was chosen
-among several on the gate's own episodes.
+were not moved. It judges one method (`adaptive`, the one a robot runs) over a fixed list of scenarios, so that
+adding a scenario file does not move it. Its limits are counts at 10 episodes per scenario, the episodes it was
+fixed at; a run with another number of episodes scales them and is an indication, not the gate (`official` is
+false). So is a run on other episodes than the first 10 (`first_episode`): fresh seeds, to confirm a candidate
+that was chosen among several on the gate's own episodes.
 """
 
 from __future__ import annotations
