@@ -124,10 +124,10 @@ def cmd_card(args: argparse.Namespace) -> int:
 
 def cmd_gate(args: argparse.Namespace) -> int:
     """`metaloco gate`: may these models replace the shipped ones? Exit 0 if they pass, 1 if not."""
-    from metaloco.adaptation.gate import format_verdict, run_gate
+    from metaloco.adaptation.gate import GATES, format_verdict, run_gate
 
-    verdict = run_gate(args.model_dir, episodes=args.episodes, workers=args.workers, progress=_say,
-                       first_episode=args.first_episode)
+    verdict = run_gate(args.model_dir, episodes=args.episodes, workers=args.workers, gate=GATES[args.gate],
+                       progress=_say, first_episode=args.first_episode)
     if args.json:
         _print_json(verdict)
     else:
@@ -263,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--episodes", type=int, default=None, help="episodes per scenario cell (default 10)")
     card.set_defaults(func=cmd_card)
 
-    gate = sub.add_parser("gate", help="judge exported models by the shipping gate (models/a1/HISTORY.md, sessions "
-                                       "19-20): adaptive on 12 scenarios; exit 0 if they pass, 1 if not")
+    gate = sub.add_parser("gate", help="judge exported models by the shipping gate (adaptation/gate.py, "
+                                       "models/a1/HISTORY.md): adaptive on 12 scenarios; exit 0 if they pass, 1 if not")
     gate.add_argument("model_dir", help="the exported models, e.g. RUN/export")
     gate.add_argument("--episodes", type=int, default=None,
                       help="episodes per scenario (default 10, the gate's; another number scales its limits: "
@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--first-episode", type=int, default=0,
                       help="index of the first episode (default 0; another gives fresh seeds, to confirm a candidate "
                            "chosen on the gate's own episodes: a confirmation, not the gate)")
+    gate.add_argument("--gate", default="session26", choices=["session19", "session26"],
+                      help="which gate (default session26, the one candidates are judged by now; session19 judged "
+                           "the models shipped until session 25)")
     gate.add_argument("--workers", type=int, default=2, help="processes evaluating scenarios side by side")
     gate.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     gate.set_defaults(func=cmd_gate)

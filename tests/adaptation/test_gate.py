@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from metaloco.adaptation.gate import GATE, format_verdict, judge
+from metaloco.adaptation.gate import GATE, GATES, format_verdict, judge
 from metaloco.cli import main
 from metaloco.schema import ConfigError
 
@@ -17,10 +17,14 @@ def _cell(return_mean=13.0, falls=0, tracking=0.05, recoveries=None):
     return {"return_mean": return_mean, "falls": falls, "tracking_error_mps": tracking}, recoveries
 
 
-def _passing():
-    """Results that meet every limit with nothing to spare: 3 falls, 20 of 50 recovered, mean return 13."""
-    results = {name: _cell() for name in GATE.scenarios}
-    results["push"] = _cell(falls=3)
+def _passing(gate=GATE):
+    """Results that meet every limit of `gate` with nothing to spare: its falls (all on push), its recoveries
+    (spread over its recovery scenarios) and its mean return in every scenario."""
+    results = {name: _cell(return_mean=gate.min_mean_return, recoveries=[None] * 10) for name in gate.scenarios}
+    for i in range(gate.min_recovered):
+        name = gate.recovery_scenarios[i % len(gate.recovery_scenarios)]
+        results[name][1][i // len(gate.recovery_scenarios)] = 0.5
+    results["push"][0]["falls"] = gate.max_falls
     return results
 
 
@@ -28,41 +32,70 @@ def _failed(verdict):
     return [c["check"].split(" (")[0] for c in verdict["checks"] if not c["passed"]]
 
 
-def test_results_within_every_limit_pass():
-    verdict = judge(_passing())
-    assert verdict["passed"] and verdict["official"] and verdict["episodes"] == 10
-    assert [c["value"] for c in verdict["checks"]] == [0.05, 0, 3, "20 of 50", 13.0]
+@pytest.mark.parametrize("name", list(GATES))
+def test_results_within_every_limit_pass(name):
+    gate = GATES[name]
+    verdict = judge(_passing(gate), gate)
+    assert verdict["passed"] and verdict["official"] and verdict["episodes"] == 10 and verdict["gate"] == name
+    assert format_verdict(verdict).splitlines()[-1].endswith(f"--gate {name} --first-episode 10")
+    assert [c["value"] for c in verdict["checks"]] == [0.05, 0, gate.max_falls, f"{gate.min_recovered} of 50",
+                                                       gate.min_mean_return]
 
 
+def _one_more_fall(results):
+    results["rough"][0]["falls"] += 1
+
+
+def _one_fewer_recovery(results):
+    recoveries = results["fl_knee_weak"][1]
+    recoveries[recoveries.index(0.5)] = None
+
+
+def _return_just_short(results):
+    results["steps"][0]["return_mean"] -= 12 * 0.01
+
+
+@pytest.mark.parametrize("name", list(GATES))
 @pytest.mark.parametrize("change, check", [
-    (lambda r: r.update(nominal_flat=_cell(tracking=0.11)), "nominal_flat tracking error"),
-    (lambda r: r.update(nominal_flat=_cell(falls=1), push=_cell(falls=2)), "nominal_flat falls"),
-    (lambda r: r.update(rough=_cell(falls=1)), "falls over the 12 scenarios"),
-    (lambda r: r.update(rl_thigh_limp=_cell(recoveries=[None] * 10)), "episodes recovered within 1 s"),
-    (lambda r: r.update(steps=_cell(return_mean=13.0 - 12 * 0.51)), "mean return over the 12 scenarios"),
+    (lambda r: r["nominal_flat"][0].update(tracking_error_mps=0.11), "nominal_flat tracking error"),
+    (lambda r: (r["nominal_flat"][0].update(falls=1), r["push"][0].update(falls=r["push"][0]["falls"] - 1)),
+     "nominal_flat falls"),
+    (_one_more_fall, "falls over the 12 scenarios"),
+    (_one_fewer_recovery, "episodes recovered within 1 s"),
+    (_return_just_short, "mean return over the 12 scenarios"),
 ])
-def test_each_limit_alone_fails_the_gate(change, check):
-    results = _passing()
+def test_each_limit_alone_fails_the_gate(name, change, check):
+    gate = GATES[name]
+    results = _passing(gate)
     change(results)
-    verdict = judge(results)
+    verdict = judge(results, gate)
     assert not verdict["passed"]
     assert _failed(verdict) == [check]
-    assert format_verdict(verdict).splitlines()[-1].startswith("gate: FAIL")
+    assert format_verdict(verdict).splitlines()[-1].startswith(f"gate {name}: FAIL")  # and no call to ship
+
+
+def test_the_gates_hold_the_limits_fixed_for_them():
+    """Fixed once and not moved: session 19's from session 9's models, session 26's from session 25's (HISTORY.md)."""
+    limits = {name: (g.max_flat_tracking_mps, g.max_falls, g.min_recovered, g.min_mean_return, g.episodes)
+              for name, g in GATES.items()}
+    assert limits == {"session19": (0.1, 3, 17, 12.5, 10), "session26": (0.1, 2, 30, 15.3, 10)}
+    assert GATE is GATES["session26"] and list(GATES)[-1] == "session26"
+    assert len({(g.method, g.scenarios, g.recovery_scenarios, g.flat_scenario) for g in GATES.values()}) == 1
 
 
 def test_a_recovery_slower_than_one_second_does_not_count():
     results = _passing()
     for name in GATE.recovery_scenarios:
-        results[name] = _cell(recoveries=[1.01] * 10)
+        results[name] = _cell(return_mean=GATE.min_mean_return, recoveries=[1.01] * 10)
     assert _failed(judge(results)) == ["episodes recovered within 1 s"]
 
 
 def test_fewer_episodes_scale_the_limits_and_are_not_the_gate():
-    results = {name: _cell(recoveries=[0.2]) for name in GATE.scenarios}
+    results = {name: _cell(return_mean=GATE.min_mean_return, recoveries=[0.2]) for name in GATE.scenarios}
     verdict = judge(results)
     assert verdict["passed"] and not verdict["official"] and verdict["episodes"] == 1
-    assert [c["limit"] for c in verdict["checks"]][2:4] == ["<= 0", ">= 2"]
-    results["push"] = _cell(falls=1, recoveries=[0.2])
+    assert [c["limit"] for c in verdict["checks"]][2:4] == ["<= 0", ">= 3"]  # 2 falls and 30 of 50, scaled to 1 of 10
+    results["push"] = _cell(return_mean=GATE.min_mean_return, falls=1, recoveries=[0.2])
     assert _failed(judge(results)) == ["falls over the 12 scenarios"]
     assert "an indication, not the gate" in format_verdict(judge(results))
 
@@ -92,6 +125,21 @@ def test_gate_command_judges_the_shipped_models_and_exits_by_the_verdict(capsys)
     mean = sum(s["return_mean"] for s in figures) / len(GATE.scenarios)
     assert checks["mean return over the 12 scenarios"]["value"] == pytest.approx(mean, abs=1e-3)
     assert verdict["passed"] == all(c["passed"] for c in verdict["checks"])
+
+
+def test_gate_command_offers_every_gate_and_judges_by_the_one_asked_for(capsys):
+    from metaloco.cli import build_parser
+
+    assert build_parser().parse_args(["gate", "DIR"]).gate == GATE.name
+    for name in GATES:
+        assert build_parser().parse_args(["gate", "DIR", "--gate", name]).gate == name
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["gate", "DIR", "--gate", "session1"])
+    code = main(["gate", str(MODELS), "--episodes", "1", "--gate", "session19", "--json"])
+    verdict = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert verdict["gate"] == "session19" and code == (0 if verdict["passed"] else 1)
+    mean_return = next(c for c in verdict["checks"] if c["check"].startswith("mean return"))
+    assert mean_return["limit"] == ">= 12.5"
 
 
 def test_gate_command_refuses_a_folder_without_models(tmp_path, capsys):
