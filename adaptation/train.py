@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -218,9 +219,12 @@ def _episode_stats(venv: SubprocVecEnv, mark: int,
 def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
               make_runner: Callable[[SubprocVecEnv], object], history_length: int = 0,
               fixed_difficulty: float | None = None, log: Callable[[str], None] = print,
-              env_cfg: EnvConfig | None = None, fault_focus: float | None = None) -> PhaseResult:
+              env_cfg: EnvConfig | None = None, fault_focus: float | None = None,
+              keep_every: int = 0) -> PhaseResult:
     """Run (or resume) one training phase to `total_iterations` in `env_cfg` (default `cfg.env`),
-    checkpointing as it goes. `fault_focus` overrides `cfg.curriculum.fault_focus` for this phase."""
+    checkpointing as it goes. `fault_focus` overrides `cfg.curriculum.fault_focus` for this phase. With
+    `keep_every` > 0, the checkpoint of every iteration divisible by it is also kept as `kept/it_NNNNN.pt`
+    (for studying a phase's course; the training is the same)."""
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     ckpt_path = folder / "checkpoint.pt"
@@ -282,6 +286,9 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
                     saving["fault_focus"] = focus.state()
                 torch.save(saving, tmp)
                 os.replace(tmp, ckpt_path)
+                if keep_every > 0 and it % keep_every == 0:
+                    (folder / "kept").mkdir(exist_ok=True)
+                    shutil.copyfile(ckpt_path, folder / "kept" / f"it_{it:05d}.pt")
                 eta = wall / it * (total_iterations - it) / 60
                 episode_stats = (f"return {ret:.3f} | episode {length:.0f} steps | falls {fall_rate:.0%} | "
                                  f"tracking {tracking:.2f}" if episodes else "no episode ended")

@@ -252,9 +252,12 @@ def test_phase2_with_replay_keeps_the_rollouts_and_steps_per_batch(tmp_path):
         return made
 
     run_phase("phase2", cfg, tmp_path / "again", 3, runner, history_length=cfg.history_length,
-              fixed_difficulty=0.5, log=lambda line: None)
+              fixed_difficulty=0.5, log=lambda line: None, keep_every=2)
     per_rollout = cfg.steps_per_env // 2 * cfg.num_envs
     assert sizes == [per_rollout, 2 * per_rollout, 2 * per_rollout], "two rollouts kept, then the oldest dropped"
+    kept = sorted((tmp_path / "again" / "phase2" / "kept").iterdir())
+    assert [k.name for k in kept] == ["it_00002.pt"], "keep_every=2 keeps iteration 2's checkpoint, not 1's or 3's"
+    assert torch.load(kept[0], weights_only=True)["iteration"] == 2
 
 
 def test_a_gradient_length_with_replay_is_refused(tmp_path):
