@@ -11,6 +11,10 @@ Every update takes z_hat = phi(history) and:
 4. names a suspected joint when the prior's read-out of joint health says one joint is
    weak or locked and the others are not.
 
+What the policy is fed (`policy_latent`) depends on what it was trained on: a policy fine-tuned on the adapter's
+raw estimate (phase 3, `latent_input: adapter`) gets that raw estimate, as in its training; any other policy gets
+the fused one. The fused estimate still says what the estimator concluded (change, confidence, suspected joint).
+
 Numpy only: it runs in the adaptation node on the robot.
 """
 
@@ -21,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from metaloco.adaptation.prior import LatentPrior
+from metaloco.schema import ConfigError
 
 CHI2_999 = {2: 13.8, 4: 18.5, 6: 22.5, 8: 26.1, 12: 32.9, 16: 39.3}
 
@@ -101,3 +106,28 @@ class LatentEstimator:
         if badness[order[0]] > 0.4 and badness[order[0]] - badness[order[1]] > 0.2:
             return self.prior.joint_names[int(order[0])]
         return None
+
+
+LATENT_SOURCES = ("auto", "fused", "raw")
+"""What a policy is fed: 'fused' (the estimate fused with the prior: clamped to its gate, smoothed), 'raw' (the
+adapter's output as it is), or 'auto': 'raw' for a policy fine-tuned on the adapter's estimate (`latent_input:
+adapter`; phase 3 trained it on the raw output, every step, never on a clamped or smoothed one), 'fused' for any
+other (trained on the true latent, which the prior describes). Session 26 measured the difference on the shipped
+phase-3 models (models/a1/HISTORY.md)."""
+
+
+def resolve_latent_source(source: str, latent_input: str) -> str:
+    """'fused' or 'raw' for a policy whose metadata says `latent_input`, given the requested `source`."""
+    if source not in LATENT_SOURCES:
+        raise ConfigError("latent_source", "latent_source", f"got {source!r}; allowed values are {list(LATENT_SOURCES)}")
+    if source != "auto":
+        return source
+    return "raw" if latent_input == "adapter" else "fused"
+
+
+def policy_latent(estimate: Estimate, source: str) -> np.ndarray:
+    """The latent to feed the policy from one update: the raw estimate for `source` 'raw' (when finite: a
+    non-finite output falls back to the fused estimate, which keeps the last good state), else the fused one."""
+    if source == "raw" and np.all(np.isfinite(estimate.raw)):
+        return np.asarray(estimate.raw, dtype=np.float64).copy()
+    return estimate.latent.copy()

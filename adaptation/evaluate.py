@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from metaloco.adaptation.estimator import LatentEstimator
+from metaloco.adaptation.estimator import LatentEstimator, policy_latent, resolve_latent_source
 from metaloco.adaptation.metrics import EpisodeSeries, episode_metrics, stride_average, summarize
 from metaloco.adaptation.prior import LatentPrior
 from metaloco.adaptation.runtime import BEFORE_PHASE3, OnnxFunction, load_adapter, load_policy
@@ -39,7 +39,8 @@ ADAPT_PERIOD_S = 0.1
 class MethodPolicy:
     """A method as a callable (obs, info) -> action, with the latents it used."""
 
-    def __init__(self, method: str, model_dir: Path, robot: RobotConfig, dt: float):
+    def __init__(self, method: str, model_dir: Path, robot: RobotConfig, dt: float, latent_source: str = "auto"):
+        """`latent_source` (adaptive): what pi is fed, see estimator.LATENT_SOURCES; 'auto' as the adaptation node."""
         if method not in METHODS:
             raise ConfigError("--method", "method", f"got {method!r}; allowed values are {list(METHODS)}")
         self.method = method
@@ -54,6 +55,7 @@ class MethodPolicy:
             self.adapter = load_adapter(model_dir, self.policy)
             self.history = ObsHistory(self.adapter.history_length, self.policy.obs_dim)
             self.estimator = LatentEstimator(self.prior)
+            self.latent_source = resolve_latent_source(latent_source, self.policy.latent_input)
             self.latent = self.prior.mean.copy()
         elif method == "oracle":
             self.encoder = OnnxFunction(model_dir / "encoder.onnx")
@@ -67,7 +69,8 @@ class MethodPolicy:
         if self.method == "adaptive":
             self.history.push(obs)
             if self.steps % self.adapt_every == 1 or self.adapt_every == 1:
-                self.latent = self.estimator.update(self.adapter(self.history.array()), self.steps * self.dt).latent
+                estimate = self.estimator.update(self.adapter(self.history.array()), self.steps * self.dt)
+                self.latent = policy_latent(estimate, self.latent_source)
         elif self.method == "oracle":
             self.latent = self.encoder(info["privileged"])
         self.latents.append(self.latent.copy())

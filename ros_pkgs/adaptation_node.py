@@ -4,8 +4,11 @@ Every observation the policy made arrives on `policy/obs_action` (a policy waiti
 sends its observations without an action) and goes into an `ObsHistory`
 (oldest first, zeros before the start, as in training). At ~10 Hz the adapter (`adapter.onnx`)
 reads the history, `LatentEstimator` fuses its raw estimate with the simulator prior
-(`prior.json`), and the node publishes the fused latent on `adaptation/latent` and what the
-estimator concluded (change detected, confidence, suspected joint) on `adaptation/status`.
+(`prior.json`), and the node publishes a latent on `adaptation/latent` and what the
+estimator concluded (change detected, confidence, suspected joint) on `adaptation/status`. Which
+latent (`latent_source`, see estimator.LATENT_SOURCES): by default the raw estimate for a policy
+fine-tuned on it (`latent_input: adapter`, phase 3: trained on it, never on a clamped or smoothed one),
+the fused estimate for any other.
 
 It is a side branch: the policy loop never waits for it. If this node stops, the policy keeps the
 last latent it received and says so in its diagnostics; a policy fine-tuned on this node's estimate
@@ -22,7 +25,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray
 
-from metaloco.adaptation.estimator import LatentEstimator
+from metaloco.adaptation.estimator import LatentEstimator, policy_latent, resolve_latent_source
 from metaloco.adaptation.prior import LatentPrior
 from metaloco.adaptation.runtime import load_adapter, load_policy
 from metaloco.hardware.robot_config import load_robot
@@ -63,6 +66,8 @@ class AdaptationNode(Node):
             raise ConfigError(str(folder / "prior.json"), "mean", f"prior has {self.prior.dim} dimensions; "
                               f"policy.onnx takes a latent of {policy.latent_dim}")
         self.estimator = LatentEstimator(self.prior)
+        self.latent_source = resolve_latent_source(self.cfg.latent_source, policy.latent_input)
+        """'raw' or 'fused': what goes out on adaptation/latent."""
         self.history = ObsHistory(self.adapter.history_length, self.adapter.obs_dim)
         self.updates = 0
         """Latents published."""
@@ -70,6 +75,8 @@ class AdaptationNode(Node):
         """obs_action messages of the wrong size."""
         self.adapter_us = 0.0
         self.last_estimate = None
+        self.last_published: tuple | None = None
+        """(estimate, latent published from it), set together."""
         self._last_obs_t: float | None = None
         self._waiting = "no policy/obs_action yet"
 
@@ -82,7 +89,8 @@ class AdaptationNode(Node):
         self.create_timer(1.0 / self.cfg.rate_hz, self._update)
         self.create_timer(self.cfg.diagnostics_period_s, self.publish_diagnostics)
         self.get_logger().info(f"adapting from {folder / 'adapter.onnx'}: history {self.adapter.history_length} x "
-                               f"{self.adapter.obs_dim}, latent {policy.latent_dim}, {self.cfg.rate_hz:g} Hz")
+                               f"{self.adapter.obs_dim}, latent {policy.latent_dim}, {self.cfg.rate_hz:g} Hz, "
+                               f"publishing the {self.latent_source} estimate")
 
     def _on_obs_action(self, msg: Float32MultiArray) -> None:
         try:
@@ -119,9 +127,11 @@ class AdaptationNode(Node):
             return
         self._waiting = ""
         est = self.estimator.update(raw, now)
+        latent = policy_latent(est, self.latent_source)
         self.last_estimate = est
+        self.last_published = (est, latent)
         self.updates += 1
-        self._latent.publish(float_array({"latent": est.latent}))
+        self._latent.publish(float_array({"latent": latent}))
         if est.change_detected:
             self.get_logger().info(f"change detected (jump {est.details['jump']:.1f}); suspected joint: "
                                    f"{est.suspected_joint or 'none'}", throttle_duration_sec=1.0)
@@ -131,7 +141,8 @@ class AdaptationNode(Node):
             message += f"; suspected joint {est.suspected_joint}"
         values = {"confidence": est.confidence, "change_detected": est.change_detected,
                   "changes": self.estimator.changes, "suspected_joint": est.suspected_joint or "",
-                  "clamped": est.clamped, "mahalanobis2": est.mahalanobis2, "observations": self.history.count}
+                  "clamped": est.clamped, "mahalanobis2": est.mahalanobis2, "observations": self.history.count,
+                  "latent_source": self.latent_source}
         self._status.publish(diagnostic_array(self.get_clock().now().to_msg(),
                                               status("adaptation", level, message, values)))
 

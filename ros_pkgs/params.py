@@ -19,6 +19,7 @@ from typing import Any, TypeVar, get_type_hints
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 from rclpy.node import Node
 
+from metaloco.adaptation.estimator import LATENT_SOURCES
 from metaloco.paths import models_dir
 from metaloco.schema import ConfigError, from_dict, spec
 
@@ -60,6 +61,10 @@ class AdaptationNodeConfig:
                                  doc="Observations in the history before a latent is published.")
     gap_reset_s: float = spec(0.5, range=(0.01, 60.0),
                               doc="A gap this long in policy/obs_action restarts the history and the estimator.")
+    latent_source: str = spec("auto", choices=LATENT_SOURCES,
+                              doc="What adaptation/latent carries: 'fused' (the estimate fused with the prior), "
+                                  "'raw' (the adapter's output), or 'auto': raw for a policy fine-tuned on it "
+                                  "(latent_input: adapter), fused for any other.")
     diagnostics_period_s: float = spec(1.0, range=(0.05, 60.0), doc="Period of the diagnostics summary.")
 
 

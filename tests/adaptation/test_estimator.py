@@ -70,3 +70,32 @@ def test_suspected_joint_comes_from_the_readout():
     z[0] += 1.6  # joint j3's torque scale read-out drops by ~0.8
     assert est.suspect(z) == "j3"
     assert est.suspect(prior.mean) is None
+
+
+def test_a_phase3_policy_is_fed_the_raw_estimate_and_any_other_the_fused_one():
+    """latent_source 'auto': raw for latent_input 'adapter' (phase 3 trained pi on phi's raw output, every step),
+    fused for 'any'; explicit choices override; a bad choice is refused by name."""
+    from metaloco.adaptation.estimator import policy_latent, resolve_latent_source
+    from metaloco.schema import ConfigError
+
+    assert resolve_latent_source("auto", "adapter") == "raw"
+    assert resolve_latent_source("auto", "any") == "fused"
+    assert resolve_latent_source("fused", "adapter") == "fused" and resolve_latent_source("raw", "any") == "raw"
+    with pytest.raises(ConfigError, match=r"latent_source.*'smoothed'.*\['auto', 'fused', 'raw'\]"):
+        resolve_latent_source("smoothed", "any")
+
+    prior = make_prior()
+    est = LatentEstimator(prior, tau_s=1.0)
+    est.update(prior.mean, 0.0)
+    d = np.sqrt(np.diag(prior.cov))
+    step = prior.mean + d * 1.5 / np.sqrt(prior.mahalanobis2(prior.mean + d))  # 1.5 < change_threshold: it lags
+    e = est.update(step, 0.1)
+    assert not e.change_detected and not e.clamped
+    np.testing.assert_array_equal(policy_latent(e, "raw"), step)
+    np.testing.assert_array_equal(policy_latent(e, "fused"), e.latent)
+    assert np.linalg.norm(e.latent - step) > 0.5 * np.linalg.norm(step - prior.mean), "the fused one lags"
+    far = est.update(prior.mean + 50.0 * np.sqrt(np.diag(prior.cov)), 0.2)  # raw is raw: no clamp
+    np.testing.assert_array_equal(policy_latent(far, "raw"), far.raw)
+    bad = est.update(np.full(8, np.nan), 0.3)  # a non-finite output never reaches the policy
+    np.testing.assert_array_equal(policy_latent(bad, "raw"), bad.latent)
+    assert np.all(np.isfinite(policy_latent(bad, "raw")))

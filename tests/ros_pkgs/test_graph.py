@@ -178,9 +178,18 @@ def test_a_fault_on_sim_events_moves_the_latent_and_the_policy_handles_adaptatio
 
     # The adaptation node dies. A policy fine-tuned on the adapter's estimate (phase 3) stops commanding, and
     # the bridge damps (stale commands): such a policy was never trained on a held latent.
+    adaptation = runner.nodes["adaptation_node"]
     runner.stop_node("adaptation_node")
     last = policy.latent.copy()
     t2 = time.monotonic()
+    # What went out on adaptation/latent: the adapter's raw estimate for a phase-3 policy (trained on it), the
+    # estimate fused with the prior for any other; the wire carries the node's last latent.
+    expected = "raw" if policy.policy.latent_input == "adapter" else "fused"
+    assert adaptation.latent_source == expected and status[-1]["latent_source"] == expected
+    estimate, published = adaptation.last_published
+    np.testing.assert_array_equal(published, estimate.raw if expected == "raw" else estimate.latent)
+    wait_for(lambda: np.allclose(latents(t2 - 1.0, time.monotonic() + 1.0)[-1], published, atol=1e-6), 1.0,
+             "the node's last latent on the wire")
     if policy.policy.latent_input == "adapter":  # the parameter, whichever model this checkout ships
         wait_for(lambda: any("adaptation/latent silent" in s.message and level_of(s) == 2
                              for s in probe.statuses("policy_node", t2)), 5.0, "the policy to stop without a latent")
