@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from metaloco.adaptation.estimator import LatentEstimator, policy_latent, resolve_latent_source
+from metaloco.adaptation.estimator import LatentEstimator, check_latent_source, policy_latent
 from metaloco.adaptation.metrics import EpisodeSeries, episode_metrics, stride_average, summarize
 from metaloco.adaptation.prior import LatentPrior
 from metaloco.adaptation.runtime import BEFORE_PHASE3, OnnxFunction, load_adapter, load_policy
@@ -39,11 +39,12 @@ ADAPT_PERIOD_S = 0.1
 class MethodPolicy:
     """A method as a callable (obs, info) -> action, with the latents it used."""
 
-    def __init__(self, method: str, model_dir: Path, robot: RobotConfig, dt: float, latent_source: str = "auto"):
-        """`latent_source` (adaptive): what pi is fed, see estimator.LATENT_SOURCES; 'auto' as the adaptation node."""
+    def __init__(self, method: str, model_dir: Path, robot: RobotConfig, dt: float, latent_source: str = "fused"):
+        """`latent_source` (adaptive): what pi is fed, 'fused' or 'raw' (estimator.LATENT_SOURCES)."""
         if method not in METHODS:
             raise ConfigError("--method", "method", f"got {method!r}; allowed values are {list(METHODS)}")
         self.method = method
+        self.latent_source = check_latent_source(latent_source)
         self.policy = load_policy(model_dir, robot)
         self.prior = LatentPrior.load(model_dir / "prior.json")
         self.latent = self.prior.nominal.copy()
@@ -55,7 +56,6 @@ class MethodPolicy:
             self.adapter = load_adapter(model_dir, self.policy)
             self.history = ObsHistory(self.adapter.history_length, self.policy.obs_dim)
             self.estimator = LatentEstimator(self.prior)
-            self.latent_source = resolve_latent_source(latent_source, self.policy.latent_input)
             self.latent = self.prior.mean.copy()
         elif method == "oracle":
             self.encoder = OnnxFunction(model_dir / "encoder.onnx")
@@ -78,15 +78,17 @@ class MethodPolicy:
 
 
 def run_episode(scenario: Scenario, method: str, model_dir: Path, episode: int = 0,
-                observe: Callable[[np.ndarray, np.ndarray, MethodPolicy], None] | None = None):
+                observe: Callable[[np.ndarray, np.ndarray, MethodPolicy], None] | None = None,
+                latent_source: str = "fused"):
     """One episode of a method on a scenario. Returns (EpisodeSeries, trace, MethodPolicy).
 
     `observe(obs, action, policy)`, if given, sees every step's observation and the action taken.
+    `latent_source` (adaptive): what pi is fed, see `MethodPolicy`.
     """
     env = LocomotionEnv(EnvConfig(robot=scenario.robot.name, randomize_tasks=False), seed=scenario.seed + episode,
                         robot_cfg=scenario.robot)
     try:
-        policy = MethodPolicy(method, Path(model_dir), scenario.robot, env.dt)
+        policy = MethodPolicy(method, Path(model_dir), scenario.robot, env.dt, latent_source)
 
         def act(obs: np.ndarray, info: dict) -> np.ndarray:
             action = policy(obs, info)
@@ -112,7 +114,8 @@ def evaluate(scenario_path: str | Path, method: str, episodes: int = 1, model_di
 
 
 def evaluate_episodes(scenario_path: str | Path, method: str, episodes: int = 1, model_dir: str | Path | None = None,
-                      progress: Callable[[str], None] | None = None, first_episode: int = 0) -> tuple[dict, list[dict]]:
+                      progress: Callable[[str], None] | None = None, first_episode: int = 0,
+                      latent_source: str = "fused") -> tuple[dict, list[dict]]:
     """The DESIGN.md `eval` object for a method on a scenario, and each episode's own figures.
 
     Args:
@@ -123,6 +126,8 @@ def evaluate_episodes(scenario_path: str | Path, method: str, episodes: int = 1,
         progress: Sink for a line per episode.
         first_episode: Index of the first episode: episodes first_episode, ..., first_episode + episodes - 1
             (fresh seeds for a result chosen on the first ones).
+        latent_source: (adaptive) what pi is fed: 'fused' (the estimate fused with the prior) or 'raw' (the
+            adapter's output); see estimator.LATENT_SOURCES.
 
     Returns:
         ({"scenario", "method", "episodes", "return_mean", "distance_m", "tracking_error_mps", "falls",
@@ -136,6 +141,7 @@ def evaluate_episodes(scenario_path: str | Path, method: str, episodes: int = 1,
         raise ConfigError("--episodes", "episodes", f"must be at least 1, got {episodes}")
     if first_episode < 0:
         raise ConfigError("--first-episode", "first_episode", f"must be 0 or more, got {first_episode}")
+    check_latent_source(latent_source)
     folder = Path(model_dir) if model_dir else models_dir() / scenario.robot.name
     if progress and method in ("nominal", "oracle") and load_policy(folder, scenario.robot).latent_input == "adapter":
         progress(f"[eval] note: {folder / 'policy.onnx'} was fine-tuned on the adapter's estimate (phase 3); with "
@@ -143,7 +149,7 @@ def evaluate_episodes(scenario_path: str | Path, method: str, episodes: int = 1,
                  f"{folder / BEFORE_PHASE3} holds the policy {method} is defined for")
     series = []
     for i in range(first_episode, first_episode + episodes):
-        s, trace, _ = run_episode(scenario, method, folder, i)
+        s, trace, _ = run_episode(scenario, method, folder, i, latent_source=latent_source)
         series.append(s)
         if progress:
             progress(f"[eval] {scenario.name} {method} episode {i + 1}/{first_episode + episodes}: "
@@ -161,7 +167,8 @@ FAMILY_SEED = 10_000
 
 def evaluate_family(method: str, model_dir: str | Path, env_cfg: EnvConfig, difficulty: float,
                     episodes: int, progress: Callable[[str], None] | None = None,
-                    observe: Callable[[int, dict, MethodPolicy], None] | None = None) -> dict:
+                    observe: Callable[[int, dict, MethodPolicy], None] | None = None,
+                    latent_source: str = "fused") -> dict:
     """A method on tasks drawn from the training family, as in training: a random task per episode (terrain,
     dynamics, a fault with its onset), commands resampled on the training schedule, until a fall or the time
     limit. Episode i uses the same task and commands for every method, so methods compare pairwise.
@@ -175,6 +182,7 @@ def evaluate_family(method: str, model_dir: str | Path, env_cfg: EnvConfig, diff
         progress: Sink for a line per episode.
         observe: If given, `observe(episode, info, policy)` after the policy acted on each step's observation
             (`info` is that observation's).
+        latent_source: (adaptive) what pi is fed, 'fused' or 'raw'; see estimator.LATENT_SOURCES.
 
     Returns:
         {"method", "difficulty", "episodes", "return_mean", "return_sem" (standard error of the mean), "falls",
@@ -186,6 +194,7 @@ def evaluate_family(method: str, model_dir: str | Path, env_cfg: EnvConfig, diff
         raise ConfigError("--episodes", "episodes", f"must be at least 1, got {episodes}")
     if not 0.0 <= difficulty <= 1.0:
         raise ConfigError("--difficulty", "difficulty", f"must be in [0, 1], got {difficulty}")
+    check_latent_source(latent_source)
     cfg = dataclasses.replace(env_cfg, randomize_tasks=True)
     returns, errors, falls = [], [], 0
     for i in range(episodes):
@@ -193,7 +202,7 @@ def evaluate_family(method: str, model_dir: str | Path, env_cfg: EnvConfig, diff
         try:
             env.set_difficulty(difficulty)
             obs, info = env.reset(seed=FAMILY_SEED + i)
-            policy = MethodPolicy(method, Path(model_dir), env.robot_cfg, env.dt)
+            policy = MethodPolicy(method, Path(model_dir), env.robot_cfg, env.dt, latent_source)
             rows: dict[str, list] = {"t": [], "cmd": [], "vx": [], "reward": []}
             fell = False
             while True:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from metaloco.adaptation.estimator import check_latent_source
 from metaloco.adaptation.model_card import RECOVERY_TARGET_S, run_jobs
 from metaloco.paths import config_dir
 from metaloco.schema import ConfigError
@@ -123,7 +124,8 @@ def judge(results: dict[str, tuple[dict, list[float | None]]], gate: Gate = GATE
 
 
 def run_gate(model_dir: str | Path, episodes: int | None = None, workers: int = 2, gate: Gate = GATE,
-             progress: Callable[[str], None] | None = None, first_episode: int = 0) -> dict:
+             progress: Callable[[str], None] | None = None, first_episode: int = 0,
+             latent_source: str = "fused") -> dict:
     """Evaluate exported models on the gate's scenarios and judge them.
 
     Args:
@@ -133,6 +135,8 @@ def run_gate(model_dir: str | Path, episodes: int | None = None, workers: int = 
         gate: The limits.
         progress: Sink for a line per finished scenario.
         first_episode: Index of the first episode (default 0: the gate's own; another gives fresh seeds).
+        latent_source: What pi is fed, 'fused' (default, as deployed by default) or 'raw' (the adapter's output,
+            the adaptation node's `latent_source: raw`): the models are judged as they would run.
 
     Returns:
         `judge`'s verdict, with "model_dir".
@@ -150,9 +154,10 @@ def run_gate(model_dir: str | Path, episodes: int | None = None, workers: int = 
     absent = [str(p) for p in paths if not p.is_file()]
     if absent:
         raise ConfigError("gate", "scenarios", f"scenario files missing: {absent}")
-    jobs = [("eval", path, gate.method, model_dir, episodes, first_episode) for path in paths]
+    check_latent_source(latent_source)
+    jobs = [("eval", path, gate.method, model_dir, episodes, first_episode, latent_source) for path in paths]
     results = dict(zip(gate.scenarios, run_jobs(jobs, max(1, workers), progress, label="gate")))
-    return {"model_dir": str(model_dir), **judge(results, gate, first_episode)}
+    return {"model_dir": str(model_dir), "latent_source": latent_source, **judge(results, gate, first_episode)}
 
 
 def format_verdict(verdict: dict) -> str:
@@ -173,8 +178,11 @@ def format_verdict(verdict: dict) -> str:
     elif first:
         scope = (f" (on episodes {first}-{first + episodes - 1}, fresh seeds: a confirmation, not the gate, which "
                  f"counts episodes 0-9)")
-    lines.append(f"gate {verdict['gate']}: {word} for {verdict['method']} in {verdict.get('model_dir', '?')}{scope}")
+    raw = verdict.get("latent_source") == "raw"
+    fed = " (pi fed the adapter's raw output)" if raw else ""
+    lines.append(f"gate {verdict['gate']}: {word} for {verdict['method']}{fed} in {verdict.get('model_dir', '?')}{scope}")
     if verdict["passed"] and verdict["official"]:
         lines.append(f"a candidate ships only if it also passes on fresh seeds: metaloco gate "
-                     f"{verdict.get('model_dir', 'DIR')} --gate {verdict['gate']} --first-episode {episodes}")
+                     f"{verdict.get('model_dir', 'DIR')} --gate {verdict['gate']} --first-episode {episodes}"
+                     + (" --latent-source raw" if raw else ""))
     return "\n".join(lines)

@@ -194,10 +194,12 @@ def _result_row(label: str, method: str, r: dict) -> str:
             f"{_fmt(r['tracking_error_mps'])} | {r['falls']} | {_fmt(r['recovery_time_s'])} |")
 
 
-def _job(kind: str, path: Path, method: str, model_dir: Path, episodes: int, first_episode: int = 0):
+def _job(kind: str, path: Path, method: str, model_dir: Path, episodes: int, first_episode: int = 0,
+         latent_source: str = "fused"):
     """One measurement of the card, run in a worker process."""
     if kind == "eval":
-        result, per_episode = evaluate_episodes(path, method, episodes, model_dir, first_episode=first_episode)
+        result, per_episode = evaluate_episodes(path, method, episodes, model_dir, first_episode=first_episode,
+                                                latent_source=latent_source)
         return result, [m["recovery_time_s"] for m in per_episode]
     if kind == "undamaged":
         return undamaged_return(path, model_dir, episodes)

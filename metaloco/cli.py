@@ -87,17 +87,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from metaloco.adaptation.evaluate import default_progress, evaluate, evaluate_family
+    from metaloco.adaptation.evaluate import default_progress, evaluate_episodes, evaluate_family
 
     if args.family is None:
-        result = evaluate(args.scenario, args.method, args.episodes, args.model_dir, progress=default_progress)
+        result = evaluate_episodes(args.scenario, args.method, args.episodes, args.model_dir,
+                                   progress=default_progress, latent_source=args.latent_source)[0]
         return _emit(result, args.json)
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.paths import models_dir
 
     env = load_train_config(args.family).env
     result = evaluate_family(args.method, args.model_dir or models_dir() / env.robot, env, args.difficulty,
-                             args.episodes, progress=default_progress)
+                             args.episodes, progress=default_progress, latent_source=args.latent_source)
     return _emit(result, args.json)
 
 
@@ -127,7 +128,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from metaloco.adaptation.gate import GATES, format_verdict, run_gate
 
     verdict = run_gate(args.model_dir, episodes=args.episodes, workers=args.workers, gate=GATES[args.gate],
-                       progress=_say, first_episode=args.first_episode)
+                       progress=_say, first_episode=args.first_episode, latent_source=args.latent_source)
     if args.json:
         _print_json(verdict)
     else:
@@ -219,6 +220,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     return run_launch(str(path), args.rest)
 
 
+LATENT_SOURCE_HELP = ("(adaptive) what pi is fed: fused (default: the adapter's estimate fused with the prior, as the "
+                      "adaptation node sends by default) or raw (the adapter's output, which phase 3 fine-tuned pi "
+                      "on; the node's latent_source: raw)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metaloco", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -275,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--gate", default="session26", choices=["session19", "session26"],
                       help="which gate (default session26, the one candidates are judged by now; session19 judged "
                            "the models shipped until session 25)")
+    gate.add_argument("--latent-source", default="fused", choices=["fused", "raw"], help=LATENT_SOURCE_HELP)
     gate.add_argument("--workers", type=int, default=2, help="processes evaluating scenarios side by side")
     gate.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     gate.set_defaults(func=cmd_gate)
@@ -288,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "tasks and commands for every method")
     ev.add_argument("--difficulty", type=float, default=1.0, help="(--family) curriculum level of the tasks, 0-1")
     ev.add_argument("--method", required=True, choices=["adaptive", "nominal", "robust", "oracle"])
+    ev.add_argument("--latent-source", default="fused", choices=["fused", "raw"], help=LATENT_SOURCE_HELP)
     ev.add_argument("--episodes", type=int, default=1)
     ev.add_argument("--model-dir", default=None, help="exported models (default models/<robot>)")
     ev.add_argument("--json", action="store_true", help="print one JSON object as the last line")

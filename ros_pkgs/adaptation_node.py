@@ -6,9 +6,8 @@ sends its observations without an action) and goes into an `ObsHistory`
 reads the history, `LatentEstimator` fuses its raw estimate with the simulator prior
 (`prior.json`), and the node publishes a latent on `adaptation/latent` and what the
 estimator concluded (change detected, confidence, suspected joint) on `adaptation/status`. Which
-latent (`latent_source`, see estimator.LATENT_SOURCES): by default the raw estimate for a policy
-fine-tuned on it (`latent_input: adapter`, phase 3: trained on it, never on a clamped or smoothed one),
-the fused estimate for any other.
+latent (`latent_source`, see estimator.LATENT_SOURCES): the fused estimate by default, or the adapter's
+raw output, which a phase-3 policy was fine-tuned on.
 
 It is a side branch: the policy loop never waits for it. If this node stops, the policy keeps the
 last latent it received and says so in its diagnostics; a policy fine-tuned on this node's estimate
@@ -25,7 +24,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray
 
-from metaloco.adaptation.estimator import LatentEstimator, policy_latent, resolve_latent_source
+from metaloco.adaptation.estimator import LatentEstimator, policy_latent
 from metaloco.adaptation.prior import LatentPrior
 from metaloco.adaptation.runtime import load_adapter, load_policy
 from metaloco.hardware.robot_config import load_robot
@@ -66,8 +65,8 @@ class AdaptationNode(Node):
             raise ConfigError(str(folder / "prior.json"), "mean", f"prior has {self.prior.dim} dimensions; "
                               f"policy.onnx takes a latent of {policy.latent_dim}")
         self.estimator = LatentEstimator(self.prior)
-        self.latent_source = resolve_latent_source(self.cfg.latent_source, policy.latent_input)
-        """'raw' or 'fused': what goes out on adaptation/latent."""
+        self.latent_source = self.cfg.latent_source
+        """'fused' or 'raw': what goes out on adaptation/latent."""
         self.history = ObsHistory(self.adapter.history_length, self.adapter.obs_dim)
         self.updates = 0
         """Latents published."""

@@ -61,10 +61,10 @@ class AdaptationNodeConfig:
                                  doc="Observations in the history before a latent is published.")
     gap_reset_s: float = spec(0.5, range=(0.01, 60.0),
                               doc="A gap this long in policy/obs_action restarts the history and the estimator.")
-    latent_source: str = spec("auto", choices=LATENT_SOURCES,
-                              doc="What adaptation/latent carries: 'fused' (the estimate fused with the prior), "
-                                  "'raw' (the adapter's output), or 'auto': raw for a policy fine-tuned on it "
-                                  "(latent_input: adapter), fused for any other.")
+    latent_source: str = spec("fused", choices=LATENT_SOURCES,
+                              doc="What adaptation/latent carries: 'fused' (the estimate fused with the prior) or "
+                                  "'raw' (the adapter's output, which a phase-3 policy was fine-tuned on; see "
+                                  "models/a1/MODEL_CARD.md for what each costs).")
     diagnostics_period_s: float = spec(1.0, range=(0.05, 60.0), doc="Period of the diagnostics summary.")
 
 

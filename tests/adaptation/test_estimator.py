@@ -72,17 +72,15 @@ def test_suspected_joint_comes_from_the_readout():
     assert est.suspect(prior.mean) is None
 
 
-def test_a_phase3_policy_is_fed_the_raw_estimate_and_any_other_the_fused_one():
-    """latent_source 'auto': raw for latent_input 'adapter' (phase 3 trained pi on phi's raw output, every step),
-    fused for 'any'; explicit choices override; a bad choice is refused by name."""
-    from metaloco.adaptation.estimator import policy_latent, resolve_latent_source
+def test_the_policy_is_fed_the_fused_estimate_or_the_raw_one_as_asked():
+    """latent_source 'fused' gives the clamped, smoothed estimate; 'raw' phi's output as it is, but never a
+    non-finite one; any other choice is refused by name."""
+    from metaloco.adaptation.estimator import check_latent_source, policy_latent
     from metaloco.schema import ConfigError
 
-    assert resolve_latent_source("auto", "adapter") == "raw"
-    assert resolve_latent_source("auto", "any") == "fused"
-    assert resolve_latent_source("fused", "adapter") == "fused" and resolve_latent_source("raw", "any") == "raw"
-    with pytest.raises(ConfigError, match=r"latent_source.*'smoothed'.*\['auto', 'fused', 'raw'\]"):
-        resolve_latent_source("smoothed", "any")
+    assert check_latent_source("fused") == "fused" and check_latent_source("raw") == "raw"
+    with pytest.raises(ConfigError, match=r"latent_source.*'auto'.*\['fused', 'raw'\]"):
+        check_latent_source("auto")
 
     prior = make_prior()
     est = LatentEstimator(prior, tau_s=1.0)

@@ -47,21 +47,25 @@ def test_the_adapter_error_on_the_family_is_measured_against_the_true_latent():
     assert hard["explained"] < 1.0 and hard["error"] > 0 and hard["spread"] > 0
 
 
-def test_adaptive_feeds_a_phase3_policy_the_adapters_raw_output_at_the_adapters_rate():
-    """The shipped pi was fine-tuned on phi's raw output (latent_input: adapter): `adaptive` feeds it that output,
-    refreshed every ADAPT_PERIOD_S as the adaptation node does, not the estimate fused with the prior."""
+@pytest.mark.parametrize("source", ["fused", "raw"])
+def test_adaptive_feeds_pi_the_fused_or_the_raw_estimate_at_the_adapters_rate(source):
+    """`adaptive` refreshes pi's latent every ADAPT_PERIOD_S, as the adaptation node does: by default with the
+    estimate fused with the prior, with latent_source 'raw' with phi's output as it is (what phase 3 trained the
+    shipped pi on)."""
     env = load_train_config("full_push_focus").env
-    checked = []
+    gaps = []
 
     def observe(i, info, policy):
-        assert policy.latent_source == "raw" and policy.policy.latent_input == "adapter"
-        if policy.steps % policy.adapt_every == 1:  # an update step: the latent is phi(history) as it is
+        assert policy.latent_source == source
+        if policy.steps % policy.adapt_every == 1:  # an update step
             raw = policy.adapter(policy.history.array())
-            np.testing.assert_allclose(policy.latents[-1], raw, rtol=0, atol=1e-6)
-            checked.append(float(np.linalg.norm(raw - policy.estimator.state)))
+            fed = raw if source == "raw" else policy.estimator.state
+            np.testing.assert_allclose(policy.latents[-1], fed, rtol=0, atol=1e-6)
+            gaps.append(float(np.linalg.norm(raw - policy.estimator.state)))
         else:
             np.testing.assert_array_equal(policy.latents[-1], policy.latents[-2])
 
-    evaluate_family("adaptive", MODELS, env, 1.0, 1, observe=observe)
-    assert len(checked) > 10
-    assert max(checked) > 1e-3, "the fused estimate never differed from the raw one: the test could not fail"
+    kwargs = {} if source == "fused" else {"latent_source": source}
+    evaluate_family("adaptive", MODELS, env, 1.0, 1, observe=observe, **kwargs)
+    assert len(gaps) > 10
+    assert max(gaps) > 1e-3, "the fused estimate never differed from the raw one: the test could not fail"

@@ -168,3 +168,23 @@ def test_fresh_episodes_are_the_later_episodes_of_the_same_scenario():
 def test_gate_command_refuses_a_negative_first_episode(capsys):
     assert main(["gate", str(MODELS), "--first-episode", "-1"]) == 2
     assert "must be 0 or more, got -1" in capsys.readouterr().err
+
+
+def test_gate_command_judges_the_models_as_they_would_be_fed(capsys):
+    """--latent-source raw judges `adaptive` with pi fed phi's raw output (the adaptation node's latent_source:
+    raw), says so, and asks for the confirmation the same way."""
+    from metaloco.adaptation.evaluate import evaluate_episodes
+
+    code = main(["gate", str(MODELS), "--episodes", "1", "--latent-source", "raw", "--json"])
+    verdict = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert verdict["latent_source"] == "raw" and code == (0 if verdict["passed"] else 1)
+    raw, _ = evaluate_episodes("rl_thigh_limp", "adaptive", 1, MODELS, latent_source="raw")
+    fused, _ = evaluate_episodes("rl_thigh_limp", "adaptive", 1, MODELS)
+    assert verdict["scenarios"]["rl_thigh_limp"]["return_mean"] == pytest.approx(raw["return_mean"], abs=1e-4)
+    assert raw["return_mean"] != pytest.approx(fused["return_mean"], abs=1e-3), "the feed made no difference"
+    text = format_verdict({**judge(_passing()), "latent_source": "raw", "model_dir": "DIR"})
+    assert "PASS for adaptive (pi fed the adapter's raw output) in DIR" in text
+    assert text.endswith("--first-episode 10 --latent-source raw")
+    assert "raw" not in format_verdict({**judge(_passing()), "latent_source": "fused"})
+    with pytest.raises(SystemExit):
+        main(["gate", str(MODELS), "--latent-source", "auto"])

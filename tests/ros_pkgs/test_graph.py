@@ -81,10 +81,15 @@ class Probe(Node):
 def graph(request, model_dir, with_latent_input, tmp_path):
     """sim.launch.xml brought up in this process, with a probe; yields (runner, probe).
 
-    Parametrized (indirect) with a `latent_input`, the model is relabelled to it (see `with_latent_input`)."""
-    if getattr(request, "param", None):
-        model_dir = with_latent_input(request.param)
+    Parametrized (indirect) with a `latent_input`, the model is relabelled to it (see `with_latent_input`); with
+    a (latent_input, latent_source) pair the adaptation node also sends that latent."""
+    latent_input, latent_source = (request.param if isinstance(getattr(request, "param", None), tuple)
+                                   else (getattr(request, "param", None), None))
+    if latent_input:
+        model_dir = with_latent_input(latent_input)
     params = yaml.safe_load((ROOT / "config" / "nodes.yaml").read_text())
+    if latent_source:
+        params["adaptation_node"]["ros__parameters"]["latent_source"] = latent_source
     for node in params.values():
         node["ros__parameters"]["diagnostics_period_s"] = 0.2
     params["policy_node"]["ros__parameters"]["latent_timeout_s"] = 0.5
@@ -150,7 +155,7 @@ def test_the_a1_stands_the_policy_takes_over_and_cmd_vel_reaches_it(graph, model
         assert bridge.core.mode == "active", bridge.core.reason
 
 
-@pytest.mark.parametrize("graph", ["any", "adapter"], indirect=True)
+@pytest.mark.parametrize("graph", ["any", ("adapter", "raw")], indirect=True)
 def test_a_fault_on_sim_events_moves_the_latent_and_the_policy_handles_adaptation_dying(graph):
     runner, probe = graph
     bridge, policy = runner.nodes["robot_bridge"], runner.nodes["policy_node"]
@@ -182,8 +187,9 @@ def test_a_fault_on_sim_events_moves_the_latent_and_the_policy_handles_adaptatio
     runner.stop_node("adaptation_node")
     last = policy.latent.copy()
     t2 = time.monotonic()
-    # What went out on adaptation/latent: the adapter's raw estimate for a phase-3 policy (trained on it), the
-    # estimate fused with the prior for any other; the wire carries the node's last latent.
+    # What went out on adaptation/latent: the estimate fused with the prior (config/nodes.yaml), or the adapter's
+    # raw output where this test set latent_source: raw (for the phase-3 policy, which was trained on it); the
+    # wire carries the node's last latent.
     expected = "raw" if policy.policy.latent_input == "adapter" else "fused"
     assert adaptation.latent_source == expected and status[-1]["latent_source"] == expected
     estimate, published = adaptation.last_published
