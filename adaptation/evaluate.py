@@ -108,9 +108,9 @@ def run_episode(scenario: Scenario, method: str, model_dir: Path, episode: int =
 
 
 def evaluate(scenario_path: str | Path, method: str, episodes: int = 1, model_dir: str | Path | None = None,
-             progress: Callable[[str], None] | None = None) -> dict:
+             progress: Callable[[str], None] | None = None, latent_source: str = "fused") -> dict:
     """The DESIGN.md `eval` object for a method on a scenario (`evaluate_episodes` without the episodes)."""
-    return evaluate_episodes(scenario_path, method, episodes, model_dir, progress)[0]
+    return evaluate_episodes(scenario_path, method, episodes, model_dir, progress, latent_source=latent_source)[0]
 
 
 def evaluate_episodes(scenario_path: str | Path, method: str, episodes: int = 1, model_dir: str | Path | None = None,

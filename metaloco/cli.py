@@ -87,11 +87,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from metaloco.adaptation.evaluate import default_progress, evaluate_episodes, evaluate_family
+    from metaloco.adaptation.evaluate import default_progress, evaluate, evaluate_family
 
     if args.family is None:
-        result = evaluate_episodes(args.scenario, args.method, args.episodes, args.model_dir,
-                                   progress=default_progress, latent_source=args.latent_source)[0]
+        result = evaluate(args.scenario, args.method, args.episodes, args.model_dir, progress=default_progress,
+                          latent_source=args.latent_source)
         return _emit(result, args.json)
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.paths import models_dir

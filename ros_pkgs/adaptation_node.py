@@ -73,7 +73,6 @@ class AdaptationNode(Node):
         self.rejected = 0
         """obs_action messages of the wrong size."""
         self.adapter_us = 0.0
-        self.last_estimate = None
         self.last_published: tuple | None = None
         """(estimate, latent published from it), set together."""
         self._last_obs_t: float | None = None
@@ -127,7 +126,6 @@ class AdaptationNode(Node):
         self._waiting = ""
         est = self.estimator.update(raw, now)
         latent = policy_latent(est, self.latent_source)
-        self.last_estimate = est
         self.last_published = (est, latent)
         self.updates += 1
         self._latent.publish(float_array({"latent": latent}))

@@ -63,3 +63,19 @@ def test_eval_on_the_training_family_prints_its_returns_and_refuses_a_bad_diffic
     with pytest.raises(SystemExit) as exit_:
         main(["eval", "--family", "smoke", "--scenario", "ice", "--method", "adaptive"])
     assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_eval_latent_source_raw_reaches_the_policy(smoke_run, tmp_path, capsys):
+    """`--latent-source raw` evaluates `adaptive` with phi's raw output, as evaluate_episodes(latent_source='raw')."""
+    from metaloco.adaptation.evaluate import evaluate_episodes
+
+    scenario = tmp_path / "short_lock.yaml"
+    scenario.write_text(SCENARIO)
+    args = ["eval", "--scenario", str(scenario), "--method", "adaptive", "--episodes", "1", "--json",
+            "--model-dir", str(smoke_run / "export"), "--latent-source", "raw"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    raw, _ = evaluate_episodes(scenario, "adaptive", 1, smoke_run / "export", latent_source="raw")
+    assert result == raw
+    fused, _ = evaluate_episodes(scenario, "adaptive", 1, smoke_run / "export")
+    assert fused != raw, "the feed made no difference here: this test could not tell whether the flag arrived"
