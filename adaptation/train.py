@@ -39,7 +39,7 @@ from metaloco.adaptation import numerics
 from metaloco.adaptation.curriculum import FaultFocus
 from metaloco.adaptation.networks import FROZEN_ESTIMATE, LatentEncoder, RMAActor, RMAStudent, encoder_input
 from metaloco.adaptation.prior import fit_prior
-from metaloco.adaptation.train_config import TrainConfig, load_train_config
+from metaloco.adaptation.train_config import PPOConfig, TrainConfig, load_train_config
 from metaloco.adaptation.updates import (add_replay, add_task_loss, reuse_frozen_estimate, rollouts_on_one_thread,
                                          skip_mirror_diagnostic)
 from metaloco.schema import to_dict
@@ -58,15 +58,16 @@ class PhaseResult:
     difficulty: float
 
 
-def _ppo_train_cfg(cfg: TrainConfig, actor: dict, critic_groups: list[str], actor_groups: list[str]) -> dict:
-    p = cfg.ppo
+def _ppo_train_cfg(cfg: TrainConfig, actor: dict, critic_groups: list[str], actor_groups: list[str],
+                   ppo: PPOConfig | None = None) -> dict:
+    p = ppo or cfg.ppo
     train = {
         "num_steps_per_env": cfg.steps_per_env, "save_interval": 10**9,
         "obs_groups": {"actor": actor_groups, "critic": critic_groups},
         "algorithm": {"class_name": "PPO", "num_learning_epochs": p.num_learning_epochs,
                       "num_mini_batches": p.num_mini_batches, "learning_rate": p.learning_rate, "clip_param": 0.2,
                       "gamma": p.gamma, "lam": p.lam, "value_loss_coef": 1.0, "entropy_coef": p.entropy_coef,
-                      "max_grad_norm": 1.0, "use_clipped_value_loss": True, "schedule": "adaptive",
+                      "max_grad_norm": 1.0, "use_clipped_value_loss": True, "schedule": p.schedule,
                       "desired_kl": p.desired_kl},
         "actor": actor,
         "critic": {"class_name": "MLPModel", "hidden_dims": list(cfg.critic_hidden), "activation": "elu",
@@ -147,7 +148,8 @@ def make_distillation_runner(cfg: TrainConfig, venv: SubprocVecEnv, teacher_stat
 def make_finetune_runner(cfg: TrainConfig, venv: SubprocVecEnv, phase1: dict, phase2: dict):
     """An rsl_rl OnPolicyRunner for phase 3: pi (from phase 1) on phi's estimate (from phase 2, frozen).
 
-    The critic starts from phase 1's and still sees the privileged vector; the optimiser starts afresh.
+    The critic starts from phase 1's and still sees the privileged vector; the optimiser starts afresh, with
+    `cfg.finetune_ppo()` (the finetune_* overrides of `cfg.ppo`).
     """
     from rsl_rl.runners import OnPolicyRunner
 
@@ -156,7 +158,8 @@ def make_finetune_runner(cfg: TrainConfig, venv: SubprocVecEnv, phase1: dict, ph
                  channels=cfg.adapter_channels)
     mixed = cfg.finetune_true_latent > 0
     train_cfg = _ppo_train_cfg(cfg, actor, ["policy", "privileged"],
-                               ["policy", "history", "privileged"] if mixed else ["policy", "history"])
+                               ["policy", "history", "privileged"] if mixed else ["policy", "history"],
+                               ppo=cfg.finetune_ppo())
     with contextlib.redirect_stdout(io.StringIO()):
         runner = OnPolicyRunner(venv, train_cfg, log_dir=None)
     alg, teacher = runner.alg, phase1["actor_state_dict"]

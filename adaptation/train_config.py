@@ -22,6 +22,10 @@ class PPOConfig:
     gamma: float = spec(0.99, range=(0.0, 1.0), doc="Discount.")
     lam: float = spec(0.95, range=(0.0, 1.0), doc="GAE lambda.")
     desired_kl: float = spec(0.01, range=(1e-5, 1.0), doc="Target KL of the adaptive schedule.")
+    schedule: str = spec("adaptive", choices=("adaptive", "fixed"),
+                         doc="rsl_rl's learning-rate schedule: `adaptive` scales the step size after every "
+                             "mini-batch to hold the KL near desired_kl (between 1e-5 and 1e-2); `fixed` keeps "
+                             "learning_rate.")
     init_std: float = spec(1.0, range=(0.01, 5.0), doc="Initial action noise.")
 
 
@@ -65,6 +69,16 @@ class TrainConfig:
                                                   "while pi is fine-tuned on z_hat, so that phase 3 spends its "
                                                   "iterations on the fault kinds it still falls on (None: "
                                                   "curriculum.fault_focus, as in the other phases).")
+    finetune_learning_rate: float | None = spec(None, range=(1e-7, 1.0),
+                                                doc="Phase 3: Adam step size (None: ppo.learning_rate).")
+    finetune_schedule: str | None = spec(None, choices=("adaptive", "fixed"),
+                                         doc="Phase 3: the learning-rate schedule (None: ppo.schedule). `fixed` with "
+                                             "a small finetune_learning_rate moves pi by the same small step every "
+                                             "update; the adaptive schedule sits at its 1e-5 floor and jumps tenfold "
+                                             "whenever one mini-batch's KL comes out low.")
+    finetune_entropy_coef: float | None = spec(None, range=(0.0, 1.0),
+                                               doc="Phase 3: the entropy bonus (None: ppo.entropy_coef). 0 stops "
+                                                   "the bonus widening the action noise while pi is fine-tuned.")
     robust_iterations: int = spec(700, range=(0, 100000),
                                   doc="PPO iterations of the robust baseline (phases 1 + 2 + 3: the same budget).")
     checkpoint_every: int = spec(10, range=(1, 10000), doc="Iterations between checkpoints and log rows.")
@@ -107,6 +121,12 @@ class TrainConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
+
+    def finetune_ppo(self) -> PPOConfig:
+        """The PPO settings of phase 3: `ppo` with the finetune_* overrides that are set."""
+        overrides = {"learning_rate": self.finetune_learning_rate, "schedule": self.finetune_schedule,
+                     "entropy_coef": self.finetune_entropy_coef}
+        return dataclasses.replace(self.ppo, **{k: v for k, v in overrides.items() if v is not None})
 
     def adapter_env(self) -> EnvConfig:
         """The env phase 2 trains in: `env`, with `adapter_episode_s` and the fault onsets scaled to it."""

@@ -323,3 +323,52 @@ def test_the_focus_preset_is_full_push_with_only_phase_3_longer_and_focused():
     c = candidate  # the robust baseline keeps the same budget as phases 1-3
     assert c["robust_iterations"] == c["phase1_iterations"] + c["phase2_iterations"] + c["finetune_iterations"]
     assert candidate["curriculum"]["fault_focus"] == 0.0
+
+
+def test_phase3_takes_its_own_step_size_schedule_and_entropy_bonus(tmp_path):
+    """finetune_schedule/learning_rate/entropy_coef reach phase 3's PPO and leave phase 1's alone; a fixed
+    schedule keeps the step size through the updates (the adaptive one moves it after every mini-batch)."""
+    from metaloco.adaptation.train import train
+    from metaloco.adaptation.train_config import load_train_config
+
+    cfg = load_train_config("smoke")
+    cfg.phase1_iterations, cfg.phase2_iterations, cfg.finetune_iterations, cfg.robust_iterations = 2, 1, 2, 0
+    cfg.checkpoint_every = 1
+    cfg.finetune_schedule, cfg.finetune_learning_rate, cfg.finetune_entropy_coef = "fixed", 3e-6, 0.0
+    assert (cfg.finetune_ppo().schedule, cfg.finetune_ppo().learning_rate, cfg.finetune_ppo().entropy_coef) == (
+        "fixed", 3e-6, 0.0)
+    assert (cfg.ppo.schedule, cfg.ppo.learning_rate) == ("adaptive", 1e-3), "the overrides do not touch ppo"
+    train(cfg, tmp_path, log=lambda line: None, export=False)
+    lr = {ph: {g["lr"] for g in torch.load(tmp_path / ph / "checkpoint.pt", weights_only=True)["alg"]
+               ["optimizer_state_dict"]["param_groups"]} for ph in ("phase1", "phase3")}
+    assert lr["phase3"] == {3e-6}, "two fixed-schedule updates kept the step size"
+    assert lr["phase1"] != {1e-3}, "phase 1's adaptive schedule moved its step size"
+    probe = _ProbeEnv(cfg)
+    phase1 = torch.load(tmp_path / "phase1" / "checkpoint.pt", weights_only=True)["alg"]
+    phase2 = torch.load(tmp_path / "phase2" / "checkpoint.pt", weights_only=True)["alg"]
+    tuned = make_finetune_runner(cfg, probe, phase1, phase2).alg
+    assert (tuned.schedule, tuned.learning_rate, tuned.entropy_coef) == ("fixed", 3e-6, 0.0)
+    base = make_ppo_runner(cfg, probe, rma=True).alg
+    assert (base.schedule, base.learning_rate, base.entropy_coef) == ("adaptive", 1e-3, cfg.ppo.entropy_coef)
+
+
+def test_a_bad_phase3_schedule_is_refused(tmp_path):
+    from metaloco.adaptation.train_config import load_train_config
+    from metaloco.schema import ConfigError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nfinetune_schedule: cosine\n")
+    with pytest.raises(ConfigError, match=r"finetune_schedule.*'cosine'.*\['adaptive', 'fixed'\]"):
+        load_train_config(str(bad))
+
+
+def test_the_steady_preset_is_the_shipped_one_with_only_phase_3_steps_changed():
+    """`full_push_focus_steady` shares phases 1, 2 and the robust baseline with `full_push_focus`."""
+    from metaloco.adaptation.train_config import load_train_config
+    from metaloco.schema import to_dict
+
+    base, candidate = to_dict(load_train_config("full_push_focus")), to_dict(load_train_config("full_push_focus_steady"))
+    assert {k for k in base if base[k] != candidate[k]} == {"name", "finetune_schedule", "finetune_learning_rate",
+                                                           "finetune_entropy_coef"}
+    assert (candidate["finetune_schedule"], candidate["finetune_learning_rate"],
+            candidate["finetune_entropy_coef"]) == ("fixed", 1e-5, 0.0)
