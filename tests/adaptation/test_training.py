@@ -362,13 +362,15 @@ def test_a_bad_phase3_schedule_is_refused(tmp_path):
         load_train_config(str(bad))
 
 
-def test_the_steady_preset_is_the_shipped_one_with_only_phase_3_steps_changed():
-    """`full_push_focus_steady` shares phases 1, 2 and the robust baseline with `full_push_focus`."""
+def test_the_steady_presets_are_the_shipped_one_with_only_phase_3_steps_changed():
+    """`full_push_focus_steady` and `_fixed` share phases 1, 2 and the robust baseline with `full_push_focus`."""
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.schema import to_dict
 
-    base, candidate = to_dict(load_train_config("full_push_focus")), to_dict(load_train_config("full_push_focus_steady"))
-    assert {k for k in base if base[k] != candidate[k]} == {"name", "finetune_schedule", "finetune_learning_rate",
-                                                           "finetune_entropy_coef"}
-    assert (candidate["finetune_schedule"], candidate["finetune_learning_rate"],
-            candidate["finetune_entropy_coef"]) == ("fixed", 1e-5, 0.0)
+    base = to_dict(load_train_config("full_push_focus"))
+    for name, step in (("full_push_focus_steady", 1e-5), ("full_push_focus_fixed", 5e-5)):
+        candidate = to_dict(load_train_config(name))
+        assert {k for k in base if base[k] != candidate[k]} == {"name", "finetune_schedule", "finetune_learning_rate",
+                                                               "finetune_entropy_coef"}, name
+        assert (candidate["finetune_schedule"], candidate["finetune_learning_rate"],
+                candidate["finetune_entropy_coef"]) == ("fixed", step, 0.0), name
