@@ -128,5 +128,5 @@ def policy_latent(estimate: Estimate, source: str) -> np.ndarray:
     """The latent to feed the policy from one update: the raw estimate for `source` 'raw' (when finite: a
     non-finite output falls back to the fused estimate, which keeps the last good state), else the fused one."""
     if source == "raw" and np.all(np.isfinite(estimate.raw)):
-        return np.asarray(estimate.raw, dtype=np.float64).copy()
+        return np.array(estimate.raw, dtype=np.float64)
     return estimate.latent.copy()

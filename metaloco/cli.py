@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from metaloco.adaptation.estimator import LATENT_SOURCES
 from metaloco.schema import ConfigError
 
 
@@ -281,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--gate", default="session26", choices=["session19", "session26"],
                       help="which gate (default session26, the one candidates are judged by now; session19 judged "
                            "the models shipped until session 25)")
-    gate.add_argument("--latent-source", default="fused", choices=["fused", "raw"], help=LATENT_SOURCE_HELP)
+    gate.add_argument("--latent-source", default="fused", choices=LATENT_SOURCES, help=LATENT_SOURCE_HELP)
     gate.add_argument("--workers", type=int, default=2, help="processes evaluating scenarios side by side")
     gate.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     gate.set_defaults(func=cmd_gate)
@@ -295,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "tasks and commands for every method")
     ev.add_argument("--difficulty", type=float, default=1.0, help="(--family) curriculum level of the tasks, 0-1")
     ev.add_argument("--method", required=True, choices=["adaptive", "nominal", "robust", "oracle"])
-    ev.add_argument("--latent-source", default="fused", choices=["fused", "raw"], help=LATENT_SOURCE_HELP)
+    ev.add_argument("--latent-source", default="fused", choices=LATENT_SOURCES, help=LATENT_SOURCE_HELP)
     ev.add_argument("--episodes", type=int, default=1)
     ev.add_argument("--model-dir", default=None, help="exported models (default models/<robot>)")
     ev.add_argument("--json", action="store_true", help="print one JSON object as the last line")

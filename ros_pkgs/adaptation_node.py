@@ -65,8 +65,6 @@ class AdaptationNode(Node):
             raise ConfigError(str(folder / "prior.json"), "mean", f"prior has {self.prior.dim} dimensions; "
                               f"policy.onnx takes a latent of {policy.latent_dim}")
         self.estimator = LatentEstimator(self.prior)
-        self.latent_source = self.cfg.latent_source
-        """'fused' or 'raw': what goes out on adaptation/latent."""
         self.history = ObsHistory(self.adapter.history_length, self.adapter.obs_dim)
         self.updates = 0
         """Latents published."""
@@ -88,7 +86,7 @@ class AdaptationNode(Node):
         self.create_timer(self.cfg.diagnostics_period_s, self.publish_diagnostics)
         self.get_logger().info(f"adapting from {folder / 'adapter.onnx'}: history {self.adapter.history_length} x "
                                f"{self.adapter.obs_dim}, latent {policy.latent_dim}, {self.cfg.rate_hz:g} Hz, "
-                               f"publishing the {self.latent_source} estimate")
+                               f"publishing the {self.cfg.latent_source} estimate")
 
     def _on_obs_action(self, msg: Float32MultiArray) -> None:
         try:
@@ -125,7 +123,7 @@ class AdaptationNode(Node):
             return
         self._waiting = ""
         est = self.estimator.update(raw, now)
-        latent = policy_latent(est, self.latent_source)
+        latent = policy_latent(est, self.cfg.latent_source)
         self.last_published = (est, latent)
         self.updates += 1
         self._latent.publish(float_array({"latent": latent}))
@@ -139,7 +137,7 @@ class AdaptationNode(Node):
         values = {"confidence": est.confidence, "change_detected": est.change_detected,
                   "changes": self.estimator.changes, "suspected_joint": est.suspected_joint or "",
                   "clamped": est.clamped, "mahalanobis2": est.mahalanobis2, "observations": self.history.count,
-                  "latent_source": self.latent_source}
+                  "latent_source": self.cfg.latent_source}
         self._status.publish(diagnostic_array(self.get_clock().now().to_msg(),
                                               status("adaptation", level, message, values)))
 
