@@ -191,7 +191,7 @@ def test_a_fault_on_sim_events_moves_the_latent_and_the_policy_handles_adaptatio
     # raw output where this test set latent_source: raw (for the phase-3 policy, which was trained on it); the
     # wire carries the node's last latent.
     expected = "raw" if policy.policy.latent_input == "adapter" else "fused"
-    assert adaptation.latent_source == expected and status[-1]["latent_source"] == expected
+    assert adaptation.cfg.latent_source == expected and status[-1]["latent_source"] == expected
     estimate, published = adaptation.last_published
     np.testing.assert_array_equal(published, estimate.raw if expected == "raw" else estimate.latent)
     wait_for(lambda: np.allclose(latents(t2 - 1.0, time.monotonic() + 1.0)[-1], published, atol=1e-6), 1.0,
