@@ -26,7 +26,8 @@ import yaml
 import metaloco
 from metaloco.adaptation.networks import AdapterGraph, EncoderGraph, PolicyGraph, RobustGraph
 from metaloco.adaptation.runtime import BEFORE_PHASE3
-from metaloco.adaptation.train import make_distillation_runner, make_finetune_runner, make_ppo_runner
+from metaloco.adaptation.train import (make_distillation_runner, make_finetune_runner, make_ppo_runner,
+                                       readapt_folder)
 from metaloco.adaptation.train_config import TrainConfig
 from metaloco.hardware.robot_config import load_robot
 from metaloco.schema import ConfigError, from_dict
@@ -94,6 +95,8 @@ def export_run(run: str | Path, out: str | Path) -> Path:
     run, out = Path(run), Path(out)
     cfg = load_run_config(run)
     phases = ("phase1", "phase2", "phase3", "robust") if cfg.finetune_iterations > 0 else ("phase1", "phase2", "robust")
+    if cfg.readapt_iterations:
+        phases += (readapt_folder(cfg.finetune_iterations),)
     for phase in phases:
         if not (run / phase / "checkpoint.pt").is_file():
             raise ConfigError(str(run / phase), "checkpoint.pt", "missing: that training phase has not run")
@@ -107,12 +110,17 @@ def export_run(run: str | Path, out: str | Path) -> Path:
     actor = ppo.alg.get_policy()
     distill = make_distillation_runner(cfg, probe, phase1["alg"]["actor_state_dict"])
     distill.alg.load(torch.load(run / "phase2" / "checkpoint.pt", weights_only=True)["alg"], None, strict=True)
-    student = distill.alg.student
+    student = phase2_student = distill.alg.student
     policy = actor
     if cfg.finetune_iterations > 0:  # phase 3 fine-tuned pi on phi's estimate: that pi is the one shipped
         finetune = make_finetune_runner(cfg, probe, phase1["alg"], distill.alg.save())
         finetune.alg.load(torch.load(run / "phase3" / "checkpoint.pt", weights_only=True)["alg"], None, strict=True)
         policy = finetune.alg.get_policy()
+    if cfg.readapt_iterations:  # and phi re-adapted to it: that phi is the one shipped
+        readapted = torch.load(run / readapt_folder(cfg.finetune_iterations) / "checkpoint.pt", weights_only=True)
+        readapt = make_distillation_runner(cfg, probe, readapted["alg"]["teacher_state_dict"])
+        readapt.alg.load(readapted["alg"], None, strict=True)
+        student = readapt.alg.student
     robust = make_ppo_runner(cfg, probe, rma=False)
     robust.alg.load(torch.load(run / "robust" / "checkpoint.pt", weights_only=True)["alg"], None, strict=True)
 
@@ -144,8 +152,10 @@ def export_run(run: str | Path, out: str | Path) -> Path:
         _export(PolicyGraph(actor), (obs, latent), ["obs", "latent"], "actions", before / "policy.onnx",
                 {**meta, "method": "phase-1 pi(obs, latent), before phase 3", "latent_input": "any"})
         for name in ARTIFACTS:
-            if name != "policy.onnx":
+            if name not in ("policy.onnx", "adapter.onnx"):
                 shutil.copy(out / name, before / name)
+        _export(AdapterGraph(phase2_student), (torch.zeros(1, cfg.history_length, obs_dim),), ["history"], "latent",
+                before / "adapter.onnx", {**meta, "method": "phase-2 phi(history) -> latent, before phase 3"})
     write_manifest(run, out, command=f"metaloco export {run} --out {out}")
     return out
 

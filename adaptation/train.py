@@ -8,6 +8,10 @@ Phases, each checkpointed every `checkpoint_every` iterations into `OUT/<phase>/
 3. `phase3` (when `finetune_iterations` > 0): PPO of pi on z_hat = phi(history), phi frozen
    (A-RMA, Kumar et al. 2022). Phase 1 trains pi on the true z; phase 2 leaves phi with an error
    that pi never saw. Here pi learns to act well on the estimate it will get on the robot.
+   With `readapt_iterations`, `readapt/at_NNNNN/` re-adapts phi to phase 3's pi after phase 3 (and, with
+   `readapt_every`, after each block of that many phase-3 iterations, the next block fine-tuning pi on the new phi):
+   phase 2's Distillation with phase 3's pi as teacher (on mu's z) and student (on phi's estimate), phi
+   warm-started. Phase 2 fitted phi to the histories phase 1's pi produces; phase 3 changes them.
 4. `robust`: PPO of an obs-only policy on the same family and curriculum, with the same
    environment-step budget as phases 1 to 3 together (the domain-randomisation baseline).
 5. the prior: z over tasks drawn from the final training distribution (`prior.json`).
@@ -48,6 +52,8 @@ from metaloco.sim.mirror import MIRROR_SCREENS_HELD_OUT
 from metaloco.sim.vec_env import SubprocVecEnv
 
 PHASES = ("phase1", "phase2", "phase3", "robust")
+SEED_OFFSETS = {"phase1": 0, "phase2": 1000, "phase3": 3000, "robust": 2000, "readapt": 4000}
+"""Added to `seed` for each phase's environments and torch; phase 3's k-th block and k-th re-adaptation add k."""
 
 
 @dataclass
@@ -145,11 +151,12 @@ def make_distillation_runner(cfg: TrainConfig, venv: SubprocVecEnv, teacher_stat
     return runner
 
 
-def make_finetune_runner(cfg: TrainConfig, venv: SubprocVecEnv, phase1: dict, phase2: dict):
+def make_finetune_runner(cfg: TrainConfig, venv: SubprocVecEnv, phase1: dict, phase2: dict,
+                         adapter: dict | None = None):
     """An rsl_rl OnPolicyRunner for phase 3: pi (from phase 1) on phi's estimate (from phase 2, frozen).
 
     The critic starts from phase 1's and still sees the privileged vector; the optimiser starts afresh, with
-    `cfg.finetune_ppo()` (the finetune_* overrides of `cfg.ppo`).
+    `cfg.finetune_ppo()` (the finetune_* overrides of `cfg.ppo`). `adapter` (phi's state) replaces phase 2's phi.
     """
     from rsl_rl.runners import OnPolicyRunner
 
@@ -165,6 +172,8 @@ def make_finetune_runner(cfg: TrainConfig, venv: SubprocVecEnv, phase1: dict, ph
     alg, teacher = runner.alg, phase1["actor_state_dict"]
     state = {k: v for k, v in teacher.items() if not k.startswith(("encoder.", "task_decoder."))}
     state.update({k: v for k, v in phase2["student_state_dict"].items() if k.startswith("adapter.")})
+    if adapter is not None:
+        state.update({"adapter." + k: v for k, v in adapter.items()})
     if mixed:  # mu from phase 1, frozen, gives the true z in the iterations that use it
         task_dim = encoder_input(venv.get_observations()["privileged"]).shape[-1]
         alg.actor.teacher_encoder = LatentEncoder(task_dim, cfg.latent_dim, tuple(cfg.encoder_hidden))
@@ -191,6 +200,28 @@ def make_finetune_runner(cfg: TrainConfig, venv: SubprocVecEnv, phase1: dict, ph
     skip_mirror_diagnostic(alg)
     reuse_frozen_estimate(alg)
     return runner
+
+
+def readapt_teacher(phase1_actor: dict, tuned_actor: dict) -> dict:
+    """Phase 3's pi as a phase-1 actor state: its MLP, with phase 1's mu and normaliser (phase 3 trains neither)."""
+    for k in ("obs_normalizer._mean", "obs_normalizer._std"):
+        if not torch.equal(tuned_actor[k], phase1_actor[k]):
+            raise RuntimeError(f"phase 3 changed the observation normaliser ({k}); phi cannot be re-adapted to its "
+                               "pi with phase 1's")
+    return {k: (tuned_actor[k] if k.startswith("mlp.") else v) for k, v in phase1_actor.items()}
+
+
+def make_readapt_runner(cfg: TrainConfig, venv: SubprocVecEnv, phase1_actor: dict, tuned_actor: dict,
+                        adapter: dict):
+    """Phase 2's Distillation runner, re-adapting phi (warm-started from `adapter`) to phase 3's pi."""
+    runner = make_distillation_runner(cfg, venv, readapt_teacher(phase1_actor, tuned_actor))
+    runner.alg.student.adapter.load_state_dict(adapter)
+    return runner
+
+
+def adapter_state(student_state: dict) -> dict:
+    """phi's weights out of a student's (or phase 3 actor's) state."""
+    return {k.removeprefix("adapter."): v for k, v in student_state.items() if k.startswith("adapter.")}
 
 
 def _episode_stats(venv: SubprocVecEnv, mark: int,
@@ -223,16 +254,18 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
               make_runner: Callable[[SubprocVecEnv], object], history_length: int = 0,
               fixed_difficulty: float | None = None, log: Callable[[str], None] = print,
               env_cfg: EnvConfig | None = None, fault_focus: float | None = None,
-              keep_every: int = 0) -> PhaseResult:
+              keep_every: int = 0, seed_offset: int | None = None,
+              after_load: Callable[[object], None] | None = None) -> PhaseResult:
     """Run (or resume) one training phase to `total_iterations` in `env_cfg` (default `cfg.env`),
-    checkpointing as it goes. `fault_focus` overrides `cfg.curriculum.fault_focus` for this phase. With
-    `keep_every` > 0, the checkpoint of every iteration divisible by it is also kept as `kept/it_NNNNN.pt`
-    (for studying a phase's course; the training is the same)."""
+    checkpointing as it goes into `out/name`. `fault_focus` overrides `cfg.curriculum.fault_focus` for this phase.
+    With `keep_every` > 0, the checkpoint of every iteration divisible by it is also kept as `kept/it_NNNNN.pt`
+    (for studying a phase's course; the training is the same). `seed_offset` defaults to the phase's in
+    `SEED_OFFSETS`; `after_load` is called on the runner after its checkpoint is loaded (when there is one)."""
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     ckpt_path = folder / "checkpoint.pt"
     csv_path = folder / "progress.csv"
-    seed_offset = {"phase1": 0, "phase2": 1000, "phase3": 3000, "robust": 2000}[name]
+    seed_offset = SEED_OFFSETS[name] if seed_offset is None else seed_offset
     venv = SubprocVecEnv(env_cfg or cfg.env, cfg.num_envs, cfg.workers, seed=cfg.seed + seed_offset,
                          history_length=history_length)
     threads = torch.get_num_threads()
@@ -247,6 +280,8 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
             runner.alg.load(saved["alg"], None, strict=True)
             it, wall, difficulty = int(saved["iteration"]), float(saved["wall_s"]), float(saved["difficulty"])
             log(f"[{name}] resuming at iteration {it} (difficulty {difficulty:.2f})")
+            if after_load is not None:
+                after_load(runner)
         venv.set_difficulty(difficulty)
         focus = None
         share = cfg.curriculum.fault_focus if fault_focus is None else fault_focus
@@ -384,6 +419,47 @@ def record_commit(out: Path, log: Callable[[str], None]) -> None:
             f"and resumes at {now['commit'][:10]} (uncommitted changes: {now['dirty']})")
 
 
+def readapt_folder(target: int) -> str:
+    """The run-folder path of the re-adaptation after phase 3's iteration `target`."""
+    return f"readapt/at_{target:05d}"
+
+
+def finetune(cfg: TrainConfig, out: Path, difficulty: float, log: Callable[[str], None],
+             done: Callable[[str, PhaseResult], None]) -> None:
+    """Phase 3, in the blocks `cfg.finetune_blocks()`, each followed by a re-adaptation of phi when
+    `cfg.readapt_iterations` is set; resumes wherever an earlier run stopped."""
+    student = torch.load(out / "phase2" / "checkpoint.pt", weights_only=True)["alg"]
+    phase1 = torch.load(out / "phase1" / "checkpoint.pt", weights_only=True)["alg"]
+    adapter = adapter_state(student["student_state_dict"])
+    readapted = []
+    for block, target in enumerate(cfg.finetune_blocks()):
+        current = adapter  # phi for this block (bound now: the lambdas run inside run_phase)
+
+        def use_current_phi(runner, phi=current) -> None:
+            runner.alg.actor.adapter.load_state_dict(phi)  # the checkpoint holds the phi of the block it ended
+
+        r3 = run_phase("phase3", cfg, out, target,
+                       lambda v, phi=current: make_finetune_runner(cfg, v, phase1, student, phi),
+                       history_length=cfg.history_length, fixed_difficulty=difficulty, log=log,
+                       fault_focus=cfg.finetune_fault_focus, seed_offset=SEED_OFFSETS["phase3"] + block,
+                       after_load=use_current_phi if block else None)
+        if not cfg.readapt_iterations:
+            continue
+        tuned = torch.load(out / "phase3" / "checkpoint.pt", weights_only=True)["alg"]["actor_state_dict"]
+        name = readapt_folder(target)
+        readapted.append(run_phase(
+            name, cfg, out, cfg.readapt_iterations,
+            lambda v, phi=current: make_readapt_runner(cfg, v, phase1["actor_state_dict"], tuned, phi),
+            history_length=cfg.history_length, fixed_difficulty=difficulty, log=log, env_cfg=cfg.adapter_env(),
+            seed_offset=SEED_OFFSETS["readapt"] + block))
+        adapter = adapter_state(torch.load(out / name / "checkpoint.pt", weights_only=True)["alg"]["student_state_dict"])
+    done("phase3", r3)
+    if readapted:
+        done("readapt", PhaseResult(iterations=sum(r.iterations for r in readapted),
+                                    env_steps=sum(r.env_steps for r in readapted),
+                                    wall_s=sum(r.wall_s for r in readapted), difficulty=difficulty))
+
+
 def train(preset: str | TrainConfig, out_dir: str | Path, log: Callable[[str], None] | None = None,
           export: bool = True) -> Path:
     """Run every phase (resuming finished or interrupted ones) and export.
@@ -423,12 +499,7 @@ def train(preset: str | TrainConfig, out_dir: str | Path, log: Callable[[str], N
                    fixed_difficulty=r1.difficulty, log=log, env_cfg=cfg.adapter_env())
     done("phase2", r2)
     if cfg.finetune_iterations > 0:
-        student = torch.load(out / "phase2" / "checkpoint.pt", weights_only=True)["alg"]
-        phase1 = torch.load(out / "phase1" / "checkpoint.pt", weights_only=True)["alg"]
-        r3 = run_phase("phase3", cfg, out, cfg.finetune_iterations,
-                       lambda v: make_finetune_runner(cfg, v, phase1, student), history_length=cfg.history_length,
-                       fixed_difficulty=r1.difficulty, log=log, fault_focus=cfg.finetune_fault_focus)
-        done("phase3", r3)
+        finetune(cfg, out, r1.difficulty, log, done)
     if cfg.robust_iterations > 0:
         rb = run_phase("robust", cfg, out, cfg.robust_iterations, lambda v: make_ppo_runner(cfg, v, rma=False), log=log)
         done("robust", rb)

@@ -83,6 +83,16 @@ class TrainConfig:
     finetune_entropy_coef: float | None = spec(None, range=(0.0, 1.0),
                                                doc="Phase 3: the entropy bonus (None: ppo.entropy_coef). 0 stops "
                                                    "the bonus widening the action noise while pi is fine-tuned.")
+    readapt_iterations: int = spec(0, range=(0, 100000),
+                                   doc="After phase 3: rsl_rl Distillation of phi, as in phase 2, on phase 3's pi "
+                                       "(teacher: that pi on mu's z; student: that pi on phi's estimate), phi "
+                                       "warm-started, for this many iterations (`readapt/`). Phase 2 trained phi on "
+                                       "the states phase 1's pi visits; phase 3 changes pi and so the history phi "
+                                       "reads. 0: phi stays phase 2's.")
+    readapt_every: int = spec(0, range=(0, 100000),
+                              doc="With readapt_iterations: re-adapt phi every this many phase-3 iterations too, "
+                                  "and fine-tune pi's next block on the new phi (A-RMA's alternation). 0: once, "
+                                  "after phase 3.")
     robust_iterations: int = spec(700, range=(0, 100000),
                                   doc="PPO iterations of the robust baseline (phases 1 + 2 + 3: the same budget).")
     checkpoint_every: int = spec(10, range=(1, 10000), doc="Iterations between checkpoints and log rows.")
@@ -141,9 +151,28 @@ class TrainConfig:
         return dataclasses.replace(self.env, episode_s=self.adapter_episode_s,
                                    tasks=dataclasses.replace(self.env.tasks, faults=faults))
 
+    def finetune_blocks(self) -> list[int]:
+        """The phase-3 iterations at which phi is re-adapted: the ends of phase 3's blocks (one block, ending at
+        finetune_iterations, without readapt_every)."""
+        if self.finetune_iterations == 0:
+            return []
+        step = self.readapt_every if self.readapt_iterations and self.readapt_every else self.finetune_iterations
+        return [*range(step, self.finetune_iterations, step), self.finetune_iterations]
+
     def validate(self, source: str, prefix: str) -> None:
+        def key_of(name: str) -> str:
+            return f"{prefix}.{name}" if prefix else name
+
+        if self.readapt_iterations and not self.finetune_iterations:
+            raise ConfigError(source, key_of("readapt_iterations"),
+                              f"{self.readapt_iterations} is set without phase 3 (finetune_iterations is 0): phi "
+                              "is re-adapted to phase 3's pi; set finetune_iterations or readapt_iterations: 0")
+        if self.readapt_every and not self.readapt_iterations:
+            raise ConfigError(source, key_of("readapt_every"),
+                              f"{self.readapt_every} is set without readapt_iterations: it says how often to "
+                              "re-adapt phi, readapt_iterations says for how long; set both or neither")
         g = self.adapter_gradient_length
-        key = f"{prefix}.adapter_gradient_length" if prefix else "adapter_gradient_length"
+        key = key_of("adapter_gradient_length")
         if g and self.adapter_replay:
             raise ConfigError(source, key,
                               f"{g} is set with adapter_replay ({self.adapter_replay}): it splits rsl_rl's update of "
