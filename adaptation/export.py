@@ -117,9 +117,9 @@ def export_run(run: str | Path, out: str | Path) -> Path:
         finetune.alg.load(torch.load(run / "phase3" / "checkpoint.pt", weights_only=True)["alg"], None, strict=True)
         policy = finetune.alg.get_policy()
     if cfg.readapt_iterations:  # and phi re-adapted to it: that phi is the one shipped
-        readapted = torch.load(run / readapt_folder(cfg.finetune_iterations) / "checkpoint.pt", weights_only=True)
-        readapt = make_distillation_runner(cfg, probe, readapted["alg"]["teacher_state_dict"])
-        readapt.alg.load(readapted["alg"], None, strict=True)
+        saved = torch.load(run / readapt_folder(cfg.finetune_iterations) / "checkpoint.pt", weights_only=True)
+        readapt = make_distillation_runner(cfg, probe, saved["alg"]["teacher_state_dict"])
+        readapt.alg.load(saved["alg"], None, strict=True)
         student = readapt.alg.student
     robust = make_ppo_runner(cfg, probe, rma=False)
     robust.alg.load(torch.load(run / "robust" / "checkpoint.pt", weights_only=True)["alg"], None, strict=True)
@@ -151,11 +151,14 @@ def export_run(run: str | Path, out: str | Path) -> Path:
         before.mkdir(exist_ok=True)
         _export(PolicyGraph(actor), (obs, latent), ["obs", "latent"], "actions", before / "policy.onnx",
                 {**meta, "method": "phase-1 pi(obs, latent), before phase 3", "latent_input": "any"})
+        readapted = student is not phase2_student
         for name in ARTIFACTS:
-            if name not in ("policy.onnx", "adapter.onnx"):
+            if name != "policy.onnx" and not (readapted and name == "adapter.onnx"):
                 shutil.copy(out / name, before / name)
-        _export(AdapterGraph(phase2_student), (torch.zeros(1, cfg.history_length, obs_dim),), ["history"], "latent",
-                before / "adapter.onnx", {**meta, "method": "phase-2 phi(history) -> latent, before phase 3"})
+        if readapted:  # phase 1's pi with the phi distilled on it
+            _export(AdapterGraph(phase2_student), (torch.zeros(1, cfg.history_length, obs_dim),), ["history"],
+                    "latent", before / "adapter.onnx",
+                    {**meta, "method": "phase-2 phi(history) -> latent, before phase 3 and its re-adaptation"})
     write_manifest(run, out, command=f"metaloco export {run} --out {out}")
     return out
 

@@ -94,7 +94,8 @@ class TrainConfig:
                                   "and fine-tune pi's next block on the new phi (A-RMA's alternation). 0: once, "
                                   "after phase 3.")
     robust_iterations: int = spec(700, range=(0, 100000),
-                                  doc="PPO iterations of the robust baseline (phases 1 + 2 + 3: the same budget).")
+                                  doc="PPO iterations of the robust baseline (phases 1 + 2 + 3 and the re-adaptations: "
+                                      "the same budget).")
     checkpoint_every: int = spec(10, range=(1, 10000), doc="Iterations between checkpoints and log rows.")
     latent_dim: int = spec(8, range=(1, 64), doc="Size of z.")
     history_length: int = spec(50, range=(10, 500), doc="Steps of history the adapter reads.")
