@@ -432,8 +432,12 @@ def finetune(cfg: TrainConfig, out: Path, difficulty: float, log: Callable[[str]
     phase1 = torch.load(out / "phase1" / "checkpoint.pt", weights_only=True)["alg"]
     adapter = adapter_state(student["student_state_dict"])
     readapted = []
-    for block, target in enumerate(cfg.finetune_blocks()):
+    blocks = cfg.finetune_blocks()
+    for block, target in enumerate(blocks):
         current = adapter  # phi for this block (bound now: the lambdas run inside run_phase)
+        if len(blocks) > 1:
+            log(f"[phase3] block {block + 1} of {len(blocks)}: to iteration {target}, on "
+                + (f"phi re-adapted at iteration {blocks[block - 1]}" if block else "phase 2's phi"))
 
         def use_current_phi(runner, phi=current) -> None:
             runner.alg.actor.adapter.load_state_dict(phi)  # the checkpoint holds the phi of the block it ended
