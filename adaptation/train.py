@@ -46,7 +46,7 @@ from metaloco.adaptation.prior import fit_prior
 from metaloco.adaptation.train_config import PPOConfig, TrainConfig, load_train_config
 from metaloco.adaptation.updates import (add_replay, add_task_loss, reuse_frozen_estimate, rollouts_on_one_thread,
                                          skip_mirror_diagnostic)
-from metaloco.schema import to_dict
+from metaloco.schema import ConfigError, from_dict, to_dict
 from metaloco.sim.env import EnvConfig
 from metaloco.sim.mirror import MIRROR_SCREENS_HELD_OUT
 from metaloco.sim.vec_env import SubprocVecEnv
@@ -419,6 +419,31 @@ def record_commit(out: Path, log: Callable[[str], None]) -> None:
             f"and resumes at {now['commit'][:10]} (uncommitted changes: {now['dirty']})")
 
 
+def _flat(data, prefix: str = "") -> dict:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    return {k: v for key, value in data.items() for k, v in _flat(value, f"{prefix}.{key}" if prefix else key).items()}
+
+
+def record_config(out: Path, cfg: TrainConfig, log: Callable[[str], None]) -> None:
+    """Write the run's settings to `config.yaml`; on a resume, first say which of them differ from the ones the run
+    was started (or last resumed) with. Longer phases are a legitimate resume; anything else mixes two runs."""
+    path = out / "config.yaml"
+    if path.is_file():
+        try:  # keys the run's file lacks take their defaults, as they did when it ran
+            before = _flat(to_dict(from_dict(TrainConfig, yaml.safe_load(path.read_text()), str(path))))
+        except ConfigError as err:
+            log(f"[config] WARNING: the run's {path.name} no longer loads ({err}); it is replaced by this preset's")
+            before = None
+        if before is not None:
+            now = _flat(to_dict(cfg))
+            changed = [f"{k}: {before[k]} -> {now[k]}" for k in now if k in before and before[k] != now[k]]
+            if changed:
+                log(f"[config] WARNING: resuming with settings that differ from the run's {path.name}: "
+                    + "; ".join(changed))
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
 def readapt_folder(target: int) -> str:
     """The run-folder path of the re-adaptation after phase 3's iteration `target`."""
     return f"readapt/at_{target:05d}"
@@ -484,7 +509,7 @@ def train(preset: str | TrainConfig, out_dir: str | Path, log: Callable[[str], N
     out.mkdir(parents=True, exist_ok=True)
     record_numerics(out, log)
     record_commit(out, log)
-    (out / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    record_config(out, cfg, log)
     state_path = out / "state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
 

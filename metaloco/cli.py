@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from metaloco.adaptation.estimator import LATENT_SOURCES
 from metaloco.schema import ConfigError
@@ -75,10 +76,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     numerics.pin()  # before the training modules load: some of them run MKL on import, and it reads its branch once
     from metaloco.adaptation.train import train
+    from metaloco.adaptation.train_config import load_train_config
 
-    out = args.out or f"runs/{args.preset}"
-    print(f"metaloco train: preset {args.preset}, run folder {out} (resumes from its checkpoints)", file=sys.stderr)
-    train(args.preset, out, export=not args.no_export)
+    cfg = load_train_config(args.preset)
+    if args.seed is not None:
+        cfg.seed = args.seed
+    out = args.out or f"runs/{Path(args.preset).stem}" + (f"_seed{args.seed}" if args.seed is not None else "")
+    print(f"metaloco train: preset {args.preset}, seed {cfg.seed}, run folder {out} (resumes from its checkpoints)",
+          file=sys.stderr)
+    train(cfg, out, export=not args.no_export)
     if args.ship:
         from metaloco.adaptation.export import ship
 
@@ -249,7 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="meta-train: RMA phases 1 and 2, the robust baseline, the prior, export")
     train.add_argument("--preset", default="smoke", help="config/train/<preset>.yaml: smoke (seconds) or full")
-    train.add_argument("--out", default=None, help="run folder (default runs/<preset>); an existing one is resumed")
+    train.add_argument("--out", default=None, help="run folder (default runs/<preset>, runs/<preset>_seed<N> with "
+                       "--seed); an existing one is resumed")
+    train.add_argument("--seed", type=int, default=None,
+                       help="instead of the preset's seed (every phase's environments and torch derive from it): "
+                            "the same command on other seeds shows how much of a result is its seed")
     train.add_argument("--no-export", action="store_true", help="skip the ONNX export")
     train.add_argument("--ship", default=None, metavar="DIR", help="also copy the artifacts into DIR (e.g. models/a1)")
     train.set_defaults(func=cmd_train)

@@ -50,10 +50,12 @@ def test_metaloco_train_pins_before_the_training_modules_load(tmp_path):
                   robust_iterations=0)
     (tmp_path / "pin_check.yaml").write_text(yaml.safe_dump(preset))
     done = subprocess.run([str(METALOCO), "train", "--preset", str(tmp_path / "pin_check.yaml"), "--out",
-                           str(tmp_path / "run"), "--no-export"], capture_output=True, text=True, env=_env())
+                           str(tmp_path / "run"), "--no-export", "--seed", "7"], capture_output=True, text=True,
+                          env=_env())
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "run" / "numerics.json").read_text())["pinned"] is True
     assert "[numerics] MKL_CBWR=COMPATIBLE" in done.stderr
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["seed"] == 7  # --seed over the preset's 0
 
 
 def test_a_pin_after_mkl_started_is_reported_not_trusted():

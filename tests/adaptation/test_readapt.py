@@ -101,6 +101,7 @@ def test_a_finished_alternating_run_resumes_without_training_again(alternating_r
     lines: list[str] = []
     train(cfg, run, log=lines.append, export=False)
     assert not [line for line in lines if " it " in line]  # every phase and block was already done
+    assert not [line for line in lines if line.startswith("[config]")]  # the same settings: nothing to warn of
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in checkpoints} == before
 
 

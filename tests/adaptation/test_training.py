@@ -134,6 +134,8 @@ def test_training_resumes_from_its_checkpoint(tmp_path):
     lines.clear()
     train(cfg, tmp_path, log=lines.append, export=False)
     assert any("[phase1] resuming at iteration 1" in line for line in lines)
+    changed = [line for line in lines if line.startswith("[config] WARNING")]
+    assert len(changed) == 1 and changed[0].endswith("config.yaml: phase1_iterations: 1 -> 2"), changed
     assert any("[phase1] it 2/2" in line for line in lines)
     assert not any("[phase2] it" in line for line in lines)  # phase 2 was already done
     assert torch.load(tmp_path / "phase1" / "checkpoint.pt", weights_only=True)["iteration"] == 2
