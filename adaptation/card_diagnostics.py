@@ -54,15 +54,26 @@ def latent_effect(path: Path, model_dir: Path) -> dict[str, float]:
             "action_spread": float(np.std(np.array(actions), axis=0).mean())}
 
 
-def latent_effect_section(effects: dict[str, dict]) -> list[str]:
-    """A table of `latent_effect` per fault scenario."""
+def latent_effect_section(effects: dict[str, dict], tuned: dict[str, dict] | None = None) -> list[str]:
+    """A table of `latent_effect` per fault scenario; with `tuned` (models with phase 3, whose `effects` are
+    phase 1's pi's), the shipped pi's action shift and spread beside them."""
     lines = ["## Does the policy act on the latent?", "",
              "One `oracle` episode per fault scenario. After the event, at every step: the distance of the true",
              "latent from the nominal one, and how much the action changes when the policy is given the nominal",
-             "latent instead (mean over outputs); for scale, the spread (std) of the actions over the episode.", "",
-             "| scenario | latent shift | action shift | action spread |", "|---|---|---|---|"]
+             "latent instead (mean over outputs); for scale, the spread (std) of the actions over the episode.", ""]
+    if tuned is None:
+        lines += ["| scenario | latent shift | action shift | action spread |", "|---|---|---|---|"]
+        for name, e in effects.items():
+            lines.append(f"| {name} | {e['latent_shift']:.2f} | {e['action_shift']:.3f} | {e['action_spread']:.3f} |")
+        return lines + [""]
+    lines += ["Phase 1's pi and the shipped pi (phase 3), each in its own episode (the latent shift is that of phase",
+              "1's pi's episode).", "",
+              "| scenario | latent shift | action shift, phase 1's pi | action spread, phase 1's pi "
+              "| action shift, shipped pi | action spread, shipped pi |", "|---|---|---|---|---|---|"]
     for name, e in effects.items():
-        lines.append(f"| {name} | {e['latent_shift']:.2f} | {e['action_shift']:.3f} | {e['action_spread']:.3f} |")
+        t = tuned[name]
+        lines.append(f"| {name} | {e['latent_shift']:.2f} | {e['action_shift']:.3f} | {e['action_spread']:.3f} "
+                     f"| {t['action_shift']:.3f} | {t['action_spread']:.3f} |")
     return lines + [""]
 
 

@@ -320,6 +320,8 @@ def write_model_card(run: str | Path | None, model_dir: str | Path, episodes: in
         jobs += [("eval", p, m, before_dir, episodes) for p in paths for m in ("adaptive", "nominal", "oracle")]
     jobs += [("undamaged", p, "nominal", probe_dir, episodes) for p in faults]
     jobs += [("effect", p, "oracle", probe_dir, episodes) for p in faults]
+    if has_before:  # and the shipped pi's, which phase 3 fine-tuned
+        jobs += [("effect", p, "oracle", model_dir, episodes) for p in faults]
     flat = config_dir() / "scenarios" / f"{BREAKDOWN_SCENARIO}.yaml"
     jobs += [("breakdown", flat, m, model_dir, 1) for m in METHODS]
     if has_before:
@@ -332,6 +334,7 @@ def write_model_card(run: str | Path | None, model_dir: str | Path, episodes: in
             jobs += [("family", (cfg.env, level), m, before_dir, FAMILY_EPISODES) for m in ("nominal", "oracle")]
     out = run_jobs(jobs, workers or os.cpu_count() or 1, progress)
     results, before, undamaged, effects, breakdowns, tracking, family = {}, {}, {}, {}, {}, {}, {}
+    tuned_effects = {}  # with phase 3: the shipped pi's latent effect, beside phase 1's pi's in `effects`
     recoveries = {}  # each episode's recovery_time_s of the shipped models' cells
     adapter_family = None
     for (kind, path, method, folder, _), value in zip(jobs, out):
@@ -348,6 +351,8 @@ def write_model_card(run: str | Path | None, model_dir: str | Path, episodes: in
             tracking[path.stem] = value
         elif kind == "family":
             family[(path[1], f"{method} (phase 1's pi)" if folder == before_dir else method)] = value
+        elif kind == "effect" and has_before and folder == model_dir:
+            tuned_effects[path.stem] = value
         else:
             (undamaged if kind == "undamaged" else effects)[path.stem] = value
     leaked = mirrors_held_out(manifest, cfg)  # the symmetry augmentation trained on the held-out joints' faults
@@ -441,9 +446,8 @@ def write_model_card(run: str | Path | None, model_dir: str | Path, episodes: in
     lines += family_section(family)
     lines += targets_section(results, rows, undamaged, before, recoveries)
     if has_before:
-        lines += ["The fault's cost ('without the fault nominal scores ...') is measured with phase 1's pi, and so is",
-                  "the table below.", ""]
-    lines += latent_effect_section(effects)
+        lines += ["The fault's cost ('without the fault nominal scores ...') is measured with phase 1's pi.", ""]
+    lines += latent_effect_section(effects, tuned_effects or None)
     lines += adapter_tracking_section(tracking, adapter_family)
     lines += reward_breakdown_section(breakdowns)
     card = model_dir / "MODEL_CARD.md"

@@ -77,6 +77,18 @@ def test_the_diagnostic_tables_show_every_term_and_a_fall():
     assert "mean error 3.46 against a spread of 3.79" in text
 
 
+def test_with_phase_3_the_latent_table_shows_the_shipped_pi_beside_phase_1s():
+    from metaloco.adaptation.card_diagnostics import latent_effect_section
+
+    phase1 = {"fr_knee_locked": {"latent_shift": 8.93, "action_shift": 0.067, "action_spread": 0.434}}
+    shipped = {"fr_knee_locked": {"latent_shift": 8.9, "action_shift": 0.032, "action_spread": 0.446}}
+    assert "| fr_knee_locked | 8.93 | 0.067 | 0.434 |" in latent_effect_section(phase1)
+    lines = latent_effect_section(phase1, shipped)
+    assert ("| scenario | latent shift | action shift, phase 1's pi | action spread, phase 1's pi "
+            "| action shift, shipped pi | action spread, shipped pi |") in lines
+    assert "| fr_knee_locked | 8.93 | 0.067 | 0.434 | 0.032 | 0.446 |" in lines
+
+
 def test_the_family_table_pairs_adaptive_with_each_method_task_by_task():
     from metaloco.adaptation.card_diagnostics import family_section
 
