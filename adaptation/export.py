@@ -151,11 +151,10 @@ def export_run(run: str | Path, out: str | Path) -> Path:
         before.mkdir(exist_ok=True)
         _export(PolicyGraph(actor), (obs, latent), ["obs", "latent"], "actions", before / "policy.onnx",
                 {**meta, "method": "phase-1 pi(obs, latent), before phase 3", "latent_input": "any"})
-        readapted = student is not phase2_student
         for name in ARTIFACTS:
-            if name != "policy.onnx" and not (readapted and name == "adapter.onnx"):
+            if name != "policy.onnx" and not (cfg.readapt_iterations and name == "adapter.onnx"):
                 shutil.copy(out / name, before / name)
-        if readapted:  # phase 1's pi with the phi distilled on it
+        if cfg.readapt_iterations:  # phase 1's pi with the phi distilled on it
             _export(AdapterGraph(phase2_student), (torch.zeros(1, cfg.history_length, obs_dim),), ["history"],
                     "latent", before / "adapter.onnx",
                     {**meta, "method": "phase-2 phi(history) -> latent, before phase 3 and its re-adaptation"})

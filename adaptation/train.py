@@ -151,6 +151,11 @@ def make_distillation_runner(cfg: TrainConfig, venv: SubprocVecEnv, teacher_stat
     return runner
 
 
+def adapter_state(student_state: dict) -> dict:
+    """phi's weights out of a student's (or phase 3 actor's) state."""
+    return {k.removeprefix("adapter."): v for k, v in student_state.items() if k.startswith("adapter.")}
+
+
 def make_finetune_runner(cfg: TrainConfig, venv: SubprocVecEnv, phase1: dict, phase2: dict,
                          adapter: dict | None = None):
     """An rsl_rl OnPolicyRunner for phase 3: pi (from phase 1) on phi's estimate (from phase 2, frozen).
@@ -171,9 +176,8 @@ def make_finetune_runner(cfg: TrainConfig, venv: SubprocVecEnv, phase1: dict, ph
         runner = OnPolicyRunner(venv, train_cfg, log_dir=None)
     alg, teacher = runner.alg, phase1["actor_state_dict"]
     state = {k: v for k, v in teacher.items() if not k.startswith(("encoder.", "task_decoder."))}
-    state.update({k: v for k, v in phase2["student_state_dict"].items() if k.startswith("adapter.")})
-    if adapter is not None:
-        state.update({"adapter." + k: v for k, v in adapter.items()})
+    phi = adapter_state(phase2["student_state_dict"]) if adapter is None else adapter
+    state.update({"adapter." + k: v for k, v in phi.items()})
     if mixed:  # mu from phase 1, frozen, gives the true z in the iterations that use it
         task_dim = encoder_input(venv.get_observations()["privileged"]).shape[-1]
         alg.actor.teacher_encoder = LatentEncoder(task_dim, cfg.latent_dim, tuple(cfg.encoder_hidden))
@@ -217,11 +221,6 @@ def make_readapt_runner(cfg: TrainConfig, venv: SubprocVecEnv, phase1_actor: dic
     runner = make_distillation_runner(cfg, venv, readapt_teacher(phase1_actor, tuned_actor))
     runner.alg.student.adapter.load_state_dict(adapter)
     return runner
-
-
-def adapter_state(student_state: dict) -> dict:
-    """phi's weights out of a student's (or phase 3 actor's) state."""
-    return {k.removeprefix("adapter."): v for k, v in student_state.items() if k.startswith("adapter.")}
 
 
 def _episode_stats(venv: SubprocVecEnv, mark: int,
@@ -471,7 +470,7 @@ def finetune(cfg: TrainConfig, out: Path, difficulty: float, log: Callable[[str]
                        lambda v, phi=current: make_finetune_runner(cfg, v, phase1, student, phi),
                        history_length=cfg.history_length, fixed_difficulty=difficulty, log=log,
                        fault_focus=cfg.finetune_fault_focus, seed_offset=SEED_OFFSETS["phase3"] + block,
-                       after_load=use_current_phi if block else None)
+                       after_load=use_current_phi)
         if not cfg.readapt_iterations:
             continue
         tuned = torch.load(out / "phase3" / "checkpoint.pt", weights_only=True)["alg"]["actor_state_dict"]
