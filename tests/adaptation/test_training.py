@@ -145,7 +145,7 @@ def test_unknown_preset_is_refused():
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.schema import ConfigError
 
-    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'full_push', 'full_push_focus', 'full_push_focus_fixed', 'full_push_focus_readapt', 'full_push_focus_steady', 'full_replay', 'full_track', 'smoke'\]"):
+    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'full_push', 'full_push_focus', 'full_push_focus_fixed', 'full_push_focus_readapt', 'full_push_focus_refit', 'full_push_focus_steady', 'full_replay', 'full_track', 'smoke'\]"):
         load_train_config("huge")
 
 
@@ -325,6 +325,20 @@ def test_the_focus_preset_is_full_push_with_only_phase_3_longer_and_focused():
     c = candidate  # the robust baseline keeps the same budget as phases 1-3
     assert c["robust_iterations"] == c["phase1_iterations"] + c["phase2_iterations"] + c["finetune_iterations"]
     assert candidate["curriculum"]["fault_focus"] == 0.0
+
+
+def test_the_refit_preset_is_full_push_focus_with_only_phi_refitted_and_the_baseline_budget():
+    """`full_push_focus_refit` trains phases 1-3 as `full_push_focus` does (so, on the same numerics, the same pi);
+    only the re-fit of phi after phase 3 and the robust baseline's matching budget differ."""
+    from metaloco.adaptation.train_config import load_train_config
+    from metaloco.schema import to_dict
+
+    base, candidate = to_dict(load_train_config("full_push_focus")), to_dict(load_train_config("full_push_focus_refit"))
+    assert {k for k in base if base[k] != candidate[k]} == {"name", "readapt_iterations", "robust_iterations"}
+    c = candidate
+    assert (base["readapt_iterations"], c["readapt_iterations"], c["readapt_every"]) == (0, 100, 0)
+    assert c["robust_iterations"] == (c["phase1_iterations"] + c["phase2_iterations"] + c["finetune_iterations"]
+                                      + c["readapt_iterations"])
 
 
 def test_phase3_takes_its_own_step_size_schedule_and_entropy_bonus(tmp_path):
