@@ -108,9 +108,11 @@ def run_episode(scenario: Scenario, method: str, model_dir: Path, episode: int =
 
 
 def evaluate(scenario_path: str | Path, method: str, episodes: int = 1, model_dir: str | Path | None = None,
-             progress: Callable[[str], None] | None = None, latent_source: str = "fused") -> dict:
+             progress: Callable[[str], None] | None = None, latent_source: str = "fused",
+             first_episode: int = 0) -> dict:
     """The DESIGN.md `eval` object for a method on a scenario (`evaluate_episodes` without the episodes)."""
-    return evaluate_episodes(scenario_path, method, episodes, model_dir, progress, latent_source=latent_source)[0]
+    return evaluate_episodes(scenario_path, method, episodes, model_dir, progress, first_episode=first_episode,
+                             latent_source=latent_source)[0]
 
 
 def evaluate_episodes(scenario_path: str | Path, method: str, episodes: int = 1, model_dir: str | Path | None = None,
@@ -168,7 +170,7 @@ FAMILY_SEED = 10_000
 def evaluate_family(method: str, model_dir: str | Path, env_cfg: EnvConfig, difficulty: float,
                     episodes: int, progress: Callable[[str], None] | None = None,
                     observe: Callable[[int, dict, MethodPolicy], None] | None = None,
-                    latent_source: str = "fused") -> dict:
+                    latent_source: str = "fused", first_episode: int = 0) -> dict:
     """A method on tasks drawn from the training family, as in training: a random task per episode (terrain,
     dynamics, a fault with its onset), commands resampled on the training schedule, until a fall or the time
     limit. Episode i uses the same task and commands for every method, so methods compare pairwise.
@@ -183,10 +185,13 @@ def evaluate_family(method: str, model_dir: str | Path, env_cfg: EnvConfig, diff
         observe: If given, `observe(episode, info, policy)` after the policy acted on each step's observation
             (`info` is that observation's).
         latent_source: (adaptive) what pi is fed, 'fused' or 'raw'; see estimator.LATENT_SOURCES.
+        first_episode: Index of the first episode: episodes first_episode, ..., first_episode + episodes - 1
+            (fresh tasks for a comparison fixed after episodes 0, 1, ... were seen).
 
     Returns:
-        {"method", "difficulty", "episodes", "return_mean", "return_sem" (standard error of the mean), "falls",
-        "tracking_error_mps", "returns" (one per episode, in episode order)}.
+        {"method", "difficulty", "first_episode", "episodes", "return_mean", "return_sem" (standard error of the
+        mean), "falls", "tracking_error_mps", "returns" and "fell" (one per episode, in episode order: two methods'
+        lists pair up episode by episode, for a paired test of returns or falls)}.
     """
     if method not in METHODS:
         raise ConfigError("--method", "method", f"got {method!r}; allowed values are {list(METHODS)}")
@@ -194,10 +199,12 @@ def evaluate_family(method: str, model_dir: str | Path, env_cfg: EnvConfig, diff
         raise ConfigError("--episodes", "episodes", f"must be at least 1, got {episodes}")
     if not 0.0 <= difficulty <= 1.0:
         raise ConfigError("--difficulty", "difficulty", f"must be in [0, 1], got {difficulty}")
+    if first_episode < 0:
+        raise ConfigError("--first-episode", "first_episode", f"must be 0 or more, got {first_episode}")
     check_latent_source(latent_source)
     cfg = dataclasses.replace(env_cfg, randomize_tasks=True)
-    returns, errors, falls = [], [], 0
-    for i in range(episodes):
+    returns, errors, fells = [], [], []
+    for i in range(first_episode, first_episode + episodes):
         env = LocomotionEnv(cfg, seed=FAMILY_SEED + i)
         try:
             env.set_difficulty(difficulty)
@@ -226,14 +233,15 @@ def evaluate_family(method: str, model_dir: str | Path, env_cfg: EnvConfig, diff
                                           reward=np.asarray(rows["reward"])))
         returns.append(float(m["return"]))
         errors.append(float(m["tracking_error_mps"]))
-        falls += int(fell)
+        fells.append(fell)
         if progress:
-            progress(f"[eval] family difficulty {difficulty} {method} episode {i + 1}/{episodes}: "
+            progress(f"[eval] family difficulty {difficulty} {method} episode {i + 1}/{first_episode + episodes}: "
                      f"{'fell' if fell else 'ok'}, return {returns[-1]:.2f}")
     sem = float(np.std(returns, ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else 0.0
-    return {"method": method, "difficulty": difficulty, "episodes": episodes,
-            "return_mean": round(float(np.mean(returns)), 4), "return_sem": round(sem, 4), "falls": falls,
-            "tracking_error_mps": round(float(np.mean(errors)), 4), "returns": [round(r, 4) for r in returns]}
+    return {"method": method, "difficulty": difficulty, "first_episode": first_episode, "episodes": episodes,
+            "return_mean": round(float(np.mean(returns)), 4), "return_sem": round(sem, 4), "falls": sum(fells),
+            "tracking_error_mps": round(float(np.mean(errors)), 4), "returns": [round(r, 4) for r in returns],
+            "fell": fells}
 
 
 def default_progress(line: str) -> None:

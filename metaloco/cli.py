@@ -98,14 +98,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.family is None:
         result = evaluate(args.scenario, args.method, args.episodes, args.model_dir, progress=default_progress,
-                          latent_source=args.latent_source)
+                          latent_source=args.latent_source, first_episode=args.first_episode)
         return _emit(result, args.json)
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.paths import models_dir
 
     env = load_train_config(args.family).env
     result = evaluate_family(args.method, args.model_dir or models_dir() / env.robot, env, args.difficulty,
-                             args.episodes, progress=default_progress, latent_source=args.latent_source)
+                             args.episodes, progress=default_progress, latent_source=args.latent_source,
+                             first_episode=args.first_episode)
     return _emit(result, args.json)
 
 
@@ -308,6 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--method", required=True, choices=["adaptive", "nominal", "robust", "oracle"])
     ev.add_argument("--latent-source", default="fused", choices=LATENT_SOURCES, help=LATENT_SOURCE_HELP)
     ev.add_argument("--episodes", type=int, default=1)
+    ev.add_argument("--first-episode", type=int, default=0,
+                    help="index of the first episode (default 0): episode i has the same seed (with --family: the "
+                         "same task and commands) for every method, so another start gives episodes no earlier "
+                         "comparison has seen")
     ev.add_argument("--model-dir", default=None, help="exported models (default models/<robot>)")
     ev.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     ev.set_defaults(func=cmd_eval)

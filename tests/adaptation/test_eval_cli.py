@@ -57,7 +57,13 @@ def test_eval_on_the_training_family_prints_its_returns_and_refuses_a_bad_diffic
     result = json.loads(out.strip().splitlines()[-1])
     assert (result["method"], result["difficulty"], result["episodes"]) == ("adaptive", 1.0, 2)
     assert len(result["returns"]) == 2 and isinstance(result["falls"], int)
+    assert len(result["fell"]) == 2 and result["falls"] == sum(result["fell"])
     assert err.count("[eval] family difficulty 1.0 adaptive episode") == 2
+    assert main(args[:-2] + ["--first-episode", "1", "--episodes", "1", "--model-dir", str(smoke_run / "export")]) == 0
+    later = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (later["first_episode"], later["returns"], later["fell"]) == (1, result["returns"][1:], result["fell"][1:])
+    assert main(args[:-2] + ["--first-episode", "-1", "--model-dir", str(smoke_run / "export")]) == 2
+    assert "first_episode" in capsys.readouterr().err
     assert main(args[:-2] + ["--difficulty", "1.5", "--model-dir", str(smoke_run / "export")]) == 2
     assert "difficulty" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:

@@ -23,8 +23,10 @@ def test_methods_walk_the_same_tasks_episode_by_episode():
     hard = evaluate_family("nominal", MODELS, env, 1.0, 2)
     assert hard["returns"] != nominal["returns"], "difficulty 1 should draw other tasks than the nominal one"
     assert hard == evaluate_family("nominal", MODELS, env, 1.0, 2), "the same episodes again"
-    assert set(hard) == {"method", "difficulty", "episodes", "return_mean", "return_sem", "falls",
-                         "tracking_error_mps", "returns"} and len(hard["returns"]) == 2
+    assert set(hard) == {"method", "difficulty", "first_episode", "episodes", "return_mean", "return_sem", "falls",
+                         "tracking_error_mps", "returns", "fell"} and len(hard["returns"]) == len(hard["fell"]) == 2
+    later = evaluate_family("nominal", MODELS, env, 1.0, 1, first_episode=1)
+    assert (later["returns"], later["fell"]) == (hard["returns"][1:], hard["fell"][1:]), "episode 1 is episode 1"
 
 
 def test_observe_sees_every_step_with_the_policy_that_acted():
