@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metaloco.adaptation.compare import paired_comparison
 from metaloco.adaptation.evaluate import MethodPolicy, evaluate_family, run_episode
 from metaloco.adaptation.metrics import summarize
 from metaloco.adaptation.runtime import OnnxFunction
@@ -98,9 +99,8 @@ def family_section(family: dict[tuple[float, str], dict]) -> list[str]:
         adaptive = family.get((level, "adaptive"))
         diff = ""
         if adaptive is not None and label != "adaptive":
-            d = np.asarray(adaptive["returns"]) - np.asarray(r["returns"])
-            sem = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-            diff = f"{d.mean():+.2f} +- {sem:.2f}"
+            c = paired_comparison(adaptive, r)
+            diff = f"{c['return_diff']:+.2f} +- {c['return_diff_sem']:.2f}"
         lines.append(f"| {level:.1f} | {label} | {r['return_mean']:.2f} +- {r['return_sem']:.2f} | "
                      f"{r['falls']}/{r['episodes']} | {r['tracking_error_mps']:.2f} | {diff} |")
     return lines + [""]

@@ -110,6 +110,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return _emit(result, args.json)
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """`metaloco compare A B`: two training-family results, episode by episode."""
+    from metaloco.adaptation.compare import format_comparison, load_result, paired_comparison
+
+    comparison = paired_comparison(load_result(args.a), load_result(args.b))
+    if args.json:
+        _print_json(comparison)
+    else:
+        print(format_comparison(comparison, args.a, args.b))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from metaloco.adaptation.export import export_run, ship
 
@@ -316,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model-dir", default=None, help="exported models (default models/<robot>)")
     ev.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     ev.set_defaults(func=cmd_eval)
+
+    compare = sub.add_parser("compare", help="compare two `metaloco eval --family ... --json` results episode by "
+                                             "episode: paired return difference, and falls by McNemar's exact test")
+    compare.add_argument("a", help="file holding the first result (its last JSON line)")
+    compare.add_argument("b", help="file holding the second result, over the same episodes")
+    compare.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    compare.set_defaults(func=cmd_compare)
 
     demo = sub.add_parser("demo", help="the README demo: a knee locks mid-walk, adaptation on vs off (a few minutes)")
     demo.add_argument("--model-dir", default=None, help="models to run (default models/a1, the shipped ones)")

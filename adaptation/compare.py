@@ -1,0 +1,89 @@
+"""Two `evaluate_family` results compared episode by episode (`metaloco compare`).
+
+Episode i of the training-family evaluation is the same task and commands for every model folder and method, so
+two results pair up: the return difference is judged by its paired standard error, and the falls by the episodes
+where only one of the two fell (McNemar's exact test: with no difference, each such episode is a coin toss).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from metaloco.schema import ConfigError
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value for `only_a` and `only_b` discordant pairs (1.0 without any)."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired_comparison(a: dict, b: dict) -> dict:
+    """`a` minus `b`, two `evaluate_family` results over the same episodes.
+
+    Returns:
+        {"episodes", "first_episode", "return_a", "return_b", "return_diff", "return_diff_sem", "falls_a",
+        "falls_b", "fell_only_a", "fell_only_b", "falls_p"} (the last three None for a result without "fell").
+
+    Raises:
+        ConfigError: if the two results are not over the same episodes and difficulty.
+    """
+    for key in ("difficulty", "episodes"):
+        if a.get(key) != b.get(key):
+            raise ConfigError("compare", key, f"the two results differ ({a.get(key)} and {b.get(key)}): they must "
+                                              "be over the same episodes to pair up")
+    if a.get("first_episode", 0) != b.get("first_episode", 0):
+        raise ConfigError("compare", "first_episode", f"the two results start at different episodes "
+                                                      f"({a.get('first_episode', 0)} and {b.get('first_episode', 0)})")
+    d = np.asarray(a["returns"], float) - np.asarray(b["returns"], float)
+    result = {"episodes": len(d), "first_episode": a.get("first_episode", 0),
+              "return_a": float(np.mean(a["returns"])), "return_b": float(np.mean(b["returns"])),
+              "return_diff": float(d.mean()),
+              "return_diff_sem": float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0,
+              "falls_a": a["falls"], "falls_b": b["falls"], "fell_only_a": None, "fell_only_b": None, "falls_p": None}
+    if "fell" in a and "fell" in b:
+        only_a = sum(x and not y for x, y in zip(a["fell"], b["fell"]))
+        only_b = sum(y and not x for x, y in zip(a["fell"], b["fell"]))
+        result.update(fell_only_a=only_a, fell_only_b=only_b, falls_p=mcnemar_p(only_a, only_b))
+    return result
+
+
+def load_result(path: str | Path) -> dict:
+    """The JSON object of `metaloco eval --family ... --json` from a file (its last line that is one, so a file
+    that also caught the progress lines on stderr reads too)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "file", "not found: expected the output of `metaloco eval --family ... --json`")
+    for line in reversed(path.read_text().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                result = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "returns" in result:
+                return result
+    raise ConfigError(str(path), "returns", "no JSON line with per-episode returns: expected the output of "
+                                            "`metaloco eval --family ... --json`")
+
+
+def format_comparison(c: dict, name_a: str, name_b: str) -> str:
+    """The comparison as lines a person reads."""
+    last = c["first_episode"] + c["episodes"] - 1
+    lines = [f"episodes {c['first_episode']}-{last} ({c['episodes']}), {name_a} (a) against {name_b} (b)",
+             f"return: a {c['return_a']:.2f}, b {c['return_b']:.2f}; a - b {c['return_diff']:+.2f} "
+             f"+- {c['return_diff_sem']:.2f} (paired standard error)",
+             f"falls: a {c['falls_a']}, b {c['falls_b']}"]
+    if c["falls_p"] is None:
+        lines[-1] += " (no per-episode falls in a result: rerun `metaloco eval --family` to pair them)"
+    else:
+        lines[-1] += (f"; only a fell in {c['fell_only_a']} episodes, only b in {c['fell_only_b']} "
+                      f"(exact McNemar, two-sided p = {c['falls_p']:.3f})")
+    return "\n".join(lines)
