@@ -84,6 +84,6 @@ def format_comparison(c: dict, name_a: str, name_b: str) -> str:
     if c["falls_p"] is None:
         lines[-1] += " (no per-episode falls in a result: rerun `metaloco eval --family` to pair them)"
     else:
-        lines[-1] += (f"; only a fell in {c['fell_only_a']} episodes, only b in {c['fell_only_b']} "
+        lines[-1] += (f"; episodes where only a fell: {c['fell_only_a']}, only b: {c['fell_only_b']} "
                       f"(exact McNemar, two-sided p = {c['falls_p']:.3f})")
     return "\n".join(lines)

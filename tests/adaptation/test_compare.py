@@ -50,7 +50,7 @@ def test_the_cli_reads_eval_output_with_its_progress_lines(tmp_path, capsys):
     c = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (c["return_diff"], c["fell_only_a"], c["fell_only_b"]) == (-0.5, 1, 0)
     assert main(["compare", str(a), str(b)]) == 0
-    assert "only a fell in 1 episodes, only b in 0" in capsys.readouterr().out
+    assert "episodes where only a fell: 1, only b: 0" in capsys.readouterr().out
     (tmp_path / "empty.out").write_text("[eval] nothing\n")
     assert main(["compare", str(tmp_path / "empty.out"), str(b)]) == 2
     assert "no JSON line with per-episode returns" in capsys.readouterr().err
