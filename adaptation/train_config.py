@@ -184,10 +184,47 @@ class TrainConfig:
                               "would never be learned from; use a divisor of it, or 0 for the whole rollout")
 
 
+EXTENDS = "extends"
+"""A preset's key naming another preset whose settings it starts from (its own keys override them)."""
+
+
 def load_train_config(preset: str) -> TrainConfig:
     """Load a preset by name (`smoke`, `full`) or YAML path."""
+    path = _preset_path(preset)
+    return from_dict(TrainConfig, _preset_dict(path, ()), str(path))
+
+
+def _preset_path(preset: str) -> Path:
     path = Path(preset) if preset.endswith((".yaml", ".yml")) else config_dir() / "train" / f"{preset}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in (config_dir() / "train").glob("*.yaml"))
         raise ConfigError(str(path), "preset", f"unknown training preset '{preset}'; known presets are {known}")
-    return from_dict(TrainConfig, load_yaml(path), str(path))
+    return path
+
+
+def _preset_dict(path: Path, chain: tuple[Path, ...]) -> dict:
+    """The preset file's settings on top of those of the preset it `extends` (tables merged key by key, every
+    other value replaced)."""
+    raw = load_yaml(path)
+    if not isinstance(raw, dict):
+        return raw  # from_dict says what was expected
+    base = raw.pop(EXTENDS, None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(str(path), EXTENDS, f"{base!r} is not a preset name; expected e.g. `extends: full`")
+    try:
+        base_path = _preset_path(base)
+    except ConfigError as err:
+        raise ConfigError(str(path), EXTENDS, err.problem) from None
+    if base_path.resolve() in chain + (path.resolve(),):
+        raise ConfigError(str(path), EXTENDS, f"'{base}' extends this preset in turn; a preset cannot extend itself")
+    return _merged(_preset_dict(base_path, chain + (path.resolve(),)), raw)
+
+
+def _merged(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = (_merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict)
+                    else value)
+    return out

@@ -206,7 +206,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not (model_dir / "policy.onnx").is_file():
         print(f"metaloco demo: no trained A1 model: {model_dir / 'policy.onnx'} does not exist.\n"
               "The demo runs the shipped models (policy.onnx, adapter.onnx, prior.json in models/a1). Train and "
-              "ship them first: .venv/bin/metaloco train --preset full_push_focus --ship models/a1 (under two hours on 2 cores), "
+              "ship them first: .venv/bin/metaloco train --preset full --ship models/a1 (under two hours on 2 cores), "
               "or point the demo at an export: metaloco demo --model-dir RUN/export", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else default_out("fr_knee_locked", "runs/demo")

@@ -185,7 +185,7 @@ def plan_trial(scenario: str | Path, out: str | Path, *, adaptation: bool = True
             missing = [f for f in files if not (folder / f).is_file()]
             if missing:
                 raise TrialError(f"model missing: {', '.join(str(folder / f) for f in missing)} not found. Train and "
-                                 f"ship one (`metaloco train --preset full_push_focus --ship models/{loaded.robot.name}`) or "
+                                 f"ship one (`metaloco train --preset full --ship models/{loaded.robot.name}`) or "
                                  "pass --model-dir <folder with policy.onnx, adapter.onnx, prior.json>")
     bridge = by_exec.get("robot_bridge")
     sim = bridge is not None and (_param(bridge, "driver") or "sim") == "sim"

@@ -54,7 +54,7 @@ def test_adaptive_feeds_pi_the_fused_or_the_raw_estimate_at_the_adapters_rate(so
     """`adaptive` refreshes pi's latent every ADAPT_PERIOD_S, as the adaptation node does: by default with the
     estimate fused with the prior, with latent_source 'raw' with phi's output as it is (what phase 3 trained the
     shipped pi on)."""
-    env = load_train_config("full_push_focus").env
+    env = load_train_config("full").env
     gaps = []
 
     def observe(i, info, policy):

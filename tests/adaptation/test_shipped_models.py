@@ -20,6 +20,18 @@ def test_shipped_files_match_the_manifest():
     assert (MODELS / "MODEL_CARD.md").is_file()
 
 
+def test_the_preset_in_the_manifest_still_trains_the_shipped_config():
+    """The card's command reproduces the models only if its preset still holds the settings they were trained with."""
+    from metaloco.adaptation.train_config import TrainConfig, load_train_config
+    from metaloco.schema import from_dict, to_dict
+
+    manifest = json.loads((MODELS / "manifest.json").read_text())
+    assert manifest["command"].split()[:4] == ["metaloco", "train", "--preset", manifest["preset"]]
+    # keys added since the run take their defaults, as they did when it ran
+    trained = to_dict(from_dict(TrainConfig, manifest["config"], "manifest.json"))
+    assert to_dict(load_train_config(manifest["preset"])) == trained
+
+
 NOT_TRACKED = ("the shipped adapter brings its estimate less than a tenth closer to the true latent within 1.5 s of "
                "this fault; see models/a1/MODEL_CARD.md, 'What these models do not do yet'")
 

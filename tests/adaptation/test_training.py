@@ -145,7 +145,7 @@ def test_unknown_preset_is_refused():
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.schema import ConfigError
 
-    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'full_push', 'full_push_focus', 'full_push_focus_fixed', 'full_push_focus_readapt', 'full_push_focus_readapt100', 'full_push_focus_refit', 'full_push_focus_steady', 'full_replay', 'full_track', 'smoke'\]"):
+    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'full_push', 'full_push_focus', 'full_push_focus_fixed', 'full_push_focus_readapt', 'full_push_focus_readapt100', 'full_push_focus_refit', 'full_push_focus_steady', 'full_replay', 'full_session9', 'full_track', 'smoke'\]"):
         load_train_config("huge")
 
 
@@ -274,23 +274,23 @@ def test_a_gradient_length_with_replay_is_refused(tmp_path):
         load_train_config(str(preset))
 
 
-def test_the_replay_candidate_preset_is_full_with_only_phase2_changed():
-    """`full_replay` is compared against `full` run for run: nothing but phase 2's options may differ."""
+def test_the_replay_candidate_preset_is_full_session9_with_only_phase2_changed():
+    """`full_replay` is compared against `full_session9` run for run: nothing but phase 2's options may differ."""
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.schema import to_dict
 
-    full, candidate = to_dict(load_train_config("full")), to_dict(load_train_config("full_replay"))
+    full, candidate = to_dict(load_train_config("full_session9")), to_dict(load_train_config("full_replay"))
     differ = {k for k in full if full[k] != candidate[k]}
     assert differ == {"name", "adapter_replay", "adapter_learning_rate"}, differ
     assert candidate["adapter_replay"] == candidate["phase2_iterations"], "the buffer holds every rollout of phase 2"
 
 
-def test_the_tracking_candidate_preset_is_full_with_only_the_tracking_weight_changed():
-    """`full_track` is compared against `full` run for run: only the linear tracking weight may differ."""
+def test_the_tracking_candidate_preset_is_full_session9_with_only_the_tracking_weight_changed():
+    """`full_track` is compared against `full_session9` run for run: only the linear tracking weight may differ."""
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.schema import to_dict
 
-    full, candidate = to_dict(load_train_config("full")), to_dict(load_train_config("full_track"))
+    full, candidate = to_dict(load_train_config("full_session9")), to_dict(load_train_config("full_track"))
     assert {k for k in full if full[k] != candidate[k]} == {"name", "env"}
     env_full, env_cand = full["env"], candidate["env"]
     assert {k for k in env_full if env_full[k] != env_cand[k]} == {"reward"}
@@ -299,12 +299,12 @@ def test_the_tracking_candidate_preset_is_full_with_only_the_tracking_weight_cha
     assert reward_cand["tracking_lin_vel"] == 2 * reward_full["tracking_lin_vel"]
 
 
-def test_the_push_candidate_preset_is_full_with_only_pushes_turned_on():
-    """`full_push` is compared against `full` run for run: only the training pushes may differ."""
+def test_the_push_candidate_preset_is_full_session9_with_only_pushes_turned_on():
+    """`full_push` is compared against `full_session9` run for run: only the training pushes may differ."""
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.schema import to_dict
 
-    full, candidate = to_dict(load_train_config("full")), to_dict(load_train_config("full_push"))
+    full, candidate = to_dict(load_train_config("full_session9")), to_dict(load_train_config("full_push"))
     assert {k for k in full if full[k] != candidate[k]} == {"name", "env"}
     assert {k for k in full["env"] if full["env"][k] != candidate["env"][k]} == {"tasks"}
     tasks_full, tasks_cand = full["env"]["tasks"], candidate["env"]["tasks"]
@@ -390,3 +390,44 @@ def test_the_steady_presets_are_the_shipped_one_with_only_phase_3_steps_changed(
                                                                "finetune_entropy_coef"}, name
         assert (candidate["finetune_schedule"], candidate["finetune_learning_rate"],
                 candidate["finetune_entropy_coef"]) == ("fixed", step, 0.0), name
+
+
+def test_full_push_focus_is_the_full_preset_under_its_old_name():
+    """Sessions 25-29 recorded their commands with `--preset full_push_focus`: that name still trains `full`."""
+    from metaloco.adaptation.train_config import load_train_config
+    from metaloco.schema import to_dict
+
+    full, old = to_dict(load_train_config("full")), to_dict(load_train_config("full_push_focus"))
+    assert old.pop("name") == "full_push_focus" and full.pop("name") == "full"
+    assert old == full
+
+
+def test_a_preset_extends_another_key_by_key(tmp_path):
+    from metaloco.adaptation.train_config import load_train_config
+    from metaloco.schema import to_dict
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: full\nname: mine\nseed: 3\nenv: {tasks: {faults: {probability: 0.5}}}\n")
+    base, mine = to_dict(load_train_config("full")), to_dict(load_train_config(str(path)))
+    assert (mine["name"], mine["seed"], mine["env"]["tasks"]["faults"]["probability"]) == ("mine", 3, 0.5)
+    assert mine["env"]["tasks"]["pushes"] == base["env"]["tasks"]["pushes"], "tables are merged, not replaced"
+    assert mine["env"]["tasks"]["faults"]["held_out_joints"] == base["env"]["tasks"]["faults"]["held_out_joints"]
+    for key in ("name", "seed", "env"):
+        mine.pop(key), base.pop(key)
+    assert mine == base
+
+
+@pytest.mark.parametrize("extends, problem", [
+    ("nope", r"'extends': unknown training preset 'nope'; known presets are \['full'"),
+    ("3", r"'extends': 3 is not a preset name"),
+    ("SELF", r"'extends': '.*loop.yaml' extends this preset in turn"),
+])
+def test_a_bad_extends_names_the_file_and_what_was_expected(tmp_path, extends, problem):
+    from metaloco.adaptation.train_config import load_train_config
+    from metaloco.schema import ConfigError
+
+    path = tmp_path / "loop.yaml"
+    path.write_text(f"extends: {str(path) if extends == 'SELF' else extends}\nname: loop\n")
+    with pytest.raises(ConfigError, match=problem) as err:
+        load_train_config(str(path))
+    assert str(path) in str(err.value)
