@@ -1,18 +1,18 @@
 """The shipping gate: may a trained model folder replace the shipped models in models/a1/?
 
 A gate is fixed before the first candidate is judged by it, from the then shipped models' own figures, and is not
-moved afterwards (models/a1/HISTORY.md says when each was fixed). `session19` was fixed from session 9's `full`
-models: a candidate had to track flat ground as the issue asks, fall no more often than they did, recover within
-1 s in more fault episodes, and keep their mean return. `full_push_focus` passed it in session 25 and replaced
-them. `session26`, the gate candidates are judged by now, was fixed in session 26 from those models' figures,
-before any run was judged by it: a candidate must fall no more often than they do, recover within 1 s in as many
-fault episodes, and keep their mean return. A gate judges one method (`adaptive`, the one a robot runs) over a
-fixed list of scenarios, so that adding a scenario file does not move it. Its limits are counts at 10 episodes per
-scenario, the episodes it was fixed at; a run with another number of episodes scales them and is an indication,
-not the gate (`official` is false). So is a run on other episodes than the first 10 (`first_episode`): fresh
-seeds, to confirm a candidate that was chosen among several on the gate's own episodes. Since session 25 a
-candidate ships only if it passes the gate and that confirmation on episodes 10-19.
-"""
+moved afterwards (models/a1/HISTORY.md says when each was fixed). `session19` was fixed from session 9's models
+(preset `full_session9`, named `full` then): a candidate had to track flat ground as the issue asks, fall no more
+often than they did, recover within 1 s in more fault episodes, and keep their mean return. The `full` preset's
+models (named `full_push_focus` then) passed it in session 25 and replaced them. `session26`, the gate candidates
+are judged by now, was fixed in session 26 from those models' figures, before any run was judged by it: a candidate
+must fall no more often than they do, recover within 1 s in as many fault episodes, and keep their mean return. A
+gate judges one method (`adaptive`, the one a robot runs) over a fixed list of scenarios, so that adding a scenario
+file does not move it. Its limits are counts at 10 episodes per scenario, the episodes it was fixed at; a run with
+another number of episodes scales them and is an indication, not the gate (`official` is false). So is a run on
+other episodes than the first 10 (`first_episode`): fresh seeds, to confirm a candidate that was chosen among
+several on the gate's own episodes. Since session 25 a candidate ships only if it passes the gate and that
+confirmation on episodes 10-19."""
 
 from __future__ import annotations
 
@@ -56,12 +56,13 @@ class Gate:
 
 
 GATES = {
-    # Fixed in sessions 19-20 from session 9's `full` models (3 falls, 12 of 50 within 1 s, mean return 12.74): more
-    # recoveries than they had, no more falls, and their mean return less 2%.
+    # Fixed in sessions 19-20 from session 9's models (`full_session9`: 3 falls, 12 of 50 within 1 s, mean return
+    # 12.74): more recoveries than they had, no more falls, and their mean return less 2%.
     "session19": Gate(name="session19", max_falls=3, min_recovered=17, min_mean_return=12.5),
-    # Fixed in session 26 from `full_push_focus` (shipped in session 25), before any run was judged by it. On the
-    # gate's episodes: 2 falls, 30 of 50 within 1 s, mean return 15.61 (on episodes 10-19: 1, 27, 15.55). As many
-    # recoveries and no more falls than they have, and their mean return less 2%, as session 19 allowed.
+    # Fixed in session 26 from the `full` preset's models (shipped in session 25 as `full_push_focus`), before any
+    # run was judged by it. On the gate's episodes: 2 falls, 30 of 50 within 1 s, mean return 15.61 (on episodes
+    # 10-19: 1, 27, 15.55). As many recoveries and no more falls than they have, and their mean return less 2%, as
+    # session 19 allowed.
     "session26": Gate(name="session26", max_falls=2, min_recovered=30, min_mean_return=15.3),
 }
 """Every gate by name, oldest first; the last is the one candidates are judged by now."""
