@@ -14,7 +14,7 @@ MODELS = Path(__file__).parents[2] / "models" / "a1"
 
 def test_shipped_files_match_the_manifest():
     manifest = json.loads((MODELS / "manifest.json").read_text())
-    assert manifest["command"].startswith("metaloco train --preset full")
+    assert manifest["command"].startswith("metaloco train --preset full ")
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((MODELS / name).read_bytes()).hexdigest() == digest, name
     assert (MODELS / "MODEL_CARD.md").is_file()
@@ -26,6 +26,7 @@ def test_the_preset_in_the_manifest_still_trains_the_shipped_config():
     from metaloco.schema import from_dict, to_dict
 
     manifest = json.loads((MODELS / "manifest.json").read_text())
+    assert manifest["preset"] == "full", "issue 3: `full` is the run that produced the shipped models"
     assert manifest["command"].split()[:4] == ["metaloco", "train", "--preset", manifest["preset"]]
     # keys added since the run take their defaults, as they did when it ran
     trained = to_dict(from_dict(TrainConfig, manifest["config"], "manifest.json"))
