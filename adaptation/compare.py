@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from metaloco.adaptation.metrics import standard_error
 from metaloco.schema import ConfigError
 
 
@@ -46,7 +47,7 @@ def paired_comparison(a: dict, b: dict) -> dict:
     result = {"episodes": len(d), "first_episode": a.get("first_episode", 0),
               "return_a": float(np.mean(a["returns"])), "return_b": float(np.mean(b["returns"])),
               "return_diff": float(d.mean()),
-              "return_diff_sem": float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0,
+              "return_diff_sem": standard_error(d),
               "falls_a": a["falls"], "falls_b": b["falls"], "fell_only_a": None, "fell_only_b": None, "falls_p": None}
     if "fell" in a and "fell" in b:
         only_a = sum(x and not y for x, y in zip(a["fell"], b["fell"]))

@@ -21,7 +21,8 @@ from typing import Callable
 import numpy as np
 
 from metaloco.adaptation.estimator import LatentEstimator, check_latent_source, policy_latent
-from metaloco.adaptation.metrics import EpisodeSeries, episode_metrics, stride_average, summarize
+from metaloco.adaptation.metrics import (EpisodeSeries, episode_metrics, standard_error, stride_average,
+                                         summarize)
 from metaloco.adaptation.prior import LatentPrior
 from metaloco.adaptation.runtime import BEFORE_PHASE3, OnnxFunction, load_adapter, load_policy
 from metaloco.hardware.robot_config import RobotConfig
@@ -237,7 +238,7 @@ def evaluate_family(method: str, model_dir: str | Path, env_cfg: EnvConfig, diff
         if progress:
             progress(f"[eval] family difficulty {difficulty} {method} episode {i + 1}/{first_episode + episodes}: "
                      f"{'fell' if fell else 'ok'}, return {returns[-1]:.2f}")
-    sem = float(np.std(returns, ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else 0.0
+    sem = standard_error(returns)
     return {"method": method, "difficulty": difficulty, "first_episode": first_episode, "episodes": episodes,
             "return_mean": round(float(np.mean(returns)), 4), "return_sem": round(sem, 4), "falls": sum(fells),
             "tracking_error_mps": round(float(np.mean(errors)), 4), "returns": [round(r, 4) for r in returns],

@@ -88,6 +88,12 @@ class EpisodeSeries:
                 raise ValueError(f"EpisodeSeries.{key} holds NaN or infinite values")
 
 
+def standard_error(values) -> float:
+    """Standard error of the mean of `values` (sample standard deviation over sqrt(n)); 0.0 for fewer than two."""
+    v = np.asarray(values, dtype=float)
+    return float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+
+
 def stride_average(t: np.ndarray, v: np.ndarray, window_s: float = STRIDE_S) -> np.ndarray:
     """Centred moving average of the samples within ±window_s/2 of each sample (fewer at the ends).
 
