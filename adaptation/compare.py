@@ -2,7 +2,8 @@
 
 Episode i of the training-family evaluation is the same task and commands for every model folder and method, so
 two results pair up: the return difference is judged by its paired standard error, and the falls by the episodes
-where only one of the two fell (McNemar's exact test: with no difference, each such episode is a coin toss).
+where only one of the two fell (McNemar's exact test: with no difference, each such episode is a coin toss) and by
+the fall-rate difference with its paired standard error (what a bound on how much more one may fall needs).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def paired_comparison(a: dict, b: dict) -> dict:
 
     Returns:
         {"episodes", "first_episode", "return_a", "return_b", "return_diff", "return_diff_sem", "falls_a",
-        "falls_b", "fell_only_a", "fell_only_b", "falls_p"} (the last three None for a result without "fell").
+        "falls_b", "fell_only_a", "fell_only_b", "falls_p", "fall_rate_diff", "fall_rate_diff_sem"} (the last five
+        None for a result without "fell").
 
     Raises:
         ConfigError: if the two results are not over the same episodes and difficulty.
@@ -48,11 +50,14 @@ def paired_comparison(a: dict, b: dict) -> dict:
               "return_a": float(np.mean(a["returns"])), "return_b": float(np.mean(b["returns"])),
               "return_diff": float(d.mean()),
               "return_diff_sem": standard_error(d),
-              "falls_a": a["falls"], "falls_b": b["falls"], "fell_only_a": None, "fell_only_b": None, "falls_p": None}
+              "falls_a": a["falls"], "falls_b": b["falls"], "fell_only_a": None, "fell_only_b": None, "falls_p": None,
+              "fall_rate_diff": None, "fall_rate_diff_sem": None}
     if "fell" in a and "fell" in b:
         only_a = sum(x and not y for x, y in zip(a["fell"], b["fell"]))
         only_b = sum(y and not x for x, y in zip(a["fell"], b["fell"]))
-        result.update(fell_only_a=only_a, fell_only_b=only_b, falls_p=mcnemar_p(only_a, only_b))
+        fell = np.asarray(a["fell"], float) - np.asarray(b["fell"], float)  # +1: only a fell, -1: only b
+        result.update(fell_only_a=only_a, fell_only_b=only_b, falls_p=mcnemar_p(only_a, only_b),
+                      fall_rate_diff=float(fell.mean()), fall_rate_diff_sem=standard_error(fell))
     return result
 
 
@@ -86,5 +91,6 @@ def format_comparison(c: dict, name_a: str, name_b: str) -> str:
         lines[-1] += " (no per-episode falls in a result: rerun `metaloco eval --family` to pair them)"
     else:
         lines[-1] += (f"; episodes where only a fell: {c['fell_only_a']}, only b: {c['fell_only_b']} "
-                      f"(exact McNemar, two-sided p = {c['falls_p']:.3f})")
+                      f"(exact McNemar, two-sided p = {c['falls_p']:.3f}); fall rate a - b "
+                      f"{c['fall_rate_diff']:+.4f} +- {c['fall_rate_diff_sem']:.4f} (paired standard error)")
     return "\n".join(lines)

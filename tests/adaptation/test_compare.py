@@ -31,6 +31,18 @@ def test_paired_comparison_pairs_returns_and_falls_episode_by_episode():
     assert c["return_diff_sem"] == pytest.approx((14 / 3) ** 0.5 / 2)
     assert (c["falls_a"], c["falls_b"], c["fell_only_a"], c["fell_only_b"]) == (2, 2, 1, 1)
     assert c["falls_p"] == 1.0
+    assert c["fall_rate_diff"] == 0.0  # per episode 0, -1, +1, 0
+    assert c["fall_rate_diff_sem"] == pytest.approx((2 / 3) ** 0.5 / 2)
+
+
+def test_the_fall_rate_difference_counts_each_discordant_episode_once():
+    a = family_result([1.0] * 5, [True, True, True, False, False])
+    b = family_result([1.0] * 5, [True, False, False, False, True])
+    c = paired_comparison(a, b)  # per episode 0, +1, +1, 0, -1
+    assert c["fall_rate_diff"] == pytest.approx(0.2)
+    assert c["fall_rate_diff_sem"] == pytest.approx((0.7 ** 0.5) / 5 ** 0.5)
+    bare = {k: v for k, v in a.items() if k != "fell"}
+    assert paired_comparison(bare, b)["fall_rate_diff"] is None
 
 
 def test_results_over_other_episodes_are_refused_by_name():
@@ -50,7 +62,8 @@ def test_the_cli_reads_eval_output_with_its_progress_lines(tmp_path, capsys):
     c = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (c["return_diff"], c["fell_only_a"], c["fell_only_b"]) == (-0.5, 1, 0)
     assert main(["compare", str(a), str(b)]) == 0
-    assert "episodes where only a fell: 1, only b: 0" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "episodes where only a fell: 1, only b: 0" in out and "fall rate a - b +0.5000 +- 0.5000" in out
     (tmp_path / "empty.out").write_text("[eval] nothing\n")
     assert main(["compare", str(tmp_path / "empty.out"), str(b)]) == 2
     assert "no JSON line with per-episode returns" in capsys.readouterr().err
