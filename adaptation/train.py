@@ -18,7 +18,9 @@ Phases, each checkpointed every `checkpoint_every` iterations into `OUT/<phase>/
 6. export to ONNX (`OUT/export/`), see `export.py`.
 
 Logs: `OUT/<phase>/progress.csv` (one row per checkpoint), and a progress line on stderr.
-Checkpoints hold only tensors and numbers and load with `weights_only=True`.
+Checkpoints hold only tensors and numbers and load with `weights_only=True`. A run started again in its folder
+resumes each phase from its last checkpoint, with fresh random draws (`phase_seed`): it does not repeat an
+uninterrupted run bit for bit, which restarting every environment's episode would forbid anyway.
 """
 
 from __future__ import annotations
@@ -249,6 +251,17 @@ def _episode_stats(venv: SubprocVecEnv, mark: int,
     return float(mean(returns)), float(mean(lengths)), float(mean(falls)), float(mean(tracking)), len(returns)
 
 
+def phase_seed(base: int, iteration: int) -> int:
+    """The seed of a phase's environments and torch when it starts at `iteration`: `base` from the start, so an
+    uninterrupted run is unchanged; on a resume one drawn from (base, iteration), so the resumed phase does not
+    replay the tasks, commands and action noise of its first iterations. A resume still does not repeat an
+    uninterrupted run (the environments restart their episodes), but two resumes from one checkpoint repeat each
+    other."""
+    if iteration == 0:
+        return base
+    return int(np.random.SeedSequence([base, iteration]).generate_state(1)[0] % 2**31)
+
+
 def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
               make_runner: Callable[[SubprocVecEnv], object], history_length: int = 0,
               fixed_difficulty: float | None = None, log: Callable[[str], None] = print,
@@ -265,20 +278,21 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
     ckpt_path = folder / "checkpoint.pt"
     csv_path = folder / "progress.csv"
     seed_offset = SEED_OFFSETS[name] if seed_offset is None else seed_offset
-    venv = SubprocVecEnv(env_cfg or cfg.env, cfg.num_envs, cfg.workers, seed=cfg.seed + seed_offset,
-                         history_length=history_length)
+    saved = torch.load(ckpt_path, weights_only=True) if ckpt_path.is_file() else {}
+    seed = phase_seed(cfg.seed + seed_offset, int(saved.get("iteration", 0)))
+    venv = SubprocVecEnv(env_cfg or cfg.env, cfg.num_envs, cfg.workers, seed=seed, history_length=history_length)
     threads = torch.get_num_threads()
     try:
-        torch.manual_seed(cfg.seed + seed_offset)
+        torch.manual_seed(seed)
         runner = make_runner(venv)
         rollouts_on_one_thread(runner.alg, threads)
         it, wall = 0, 0.0
         difficulty = cfg.curriculum.start if fixed_difficulty is None else fixed_difficulty
-        saved = torch.load(ckpt_path, weights_only=True) if ckpt_path.is_file() else {}
         if saved:
             runner.alg.load(saved["alg"], None, strict=True)
             it, wall, difficulty = int(saved["iteration"]), float(saved["wall_s"]), float(saved["difficulty"])
-            log(f"[{name}] resuming at iteration {it} (difficulty {difficulty:.2f})")
+            log(f"[{name}] resuming at iteration {it} (difficulty {difficulty:.2f}; environments and torch seeded "
+                f"{seed}, not {cfg.seed + seed_offset}, so the random draws do not replay the phase's first ones)")
             if after_load is not None:
                 after_load(runner)
         venv.set_difficulty(difficulty)

@@ -141,6 +141,32 @@ def test_training_resumes_from_its_checkpoint(tmp_path):
     assert torch.load(tmp_path / "phase1" / "checkpoint.pt", weights_only=True)["iteration"] == 2
 
 
+def test_a_resumed_phase_draws_fresh_randomness_and_two_resumes_agree(tmp_path):
+    """A resume must not replay the phase's first tasks and action noise, and must itself be repeatable."""
+    import shutil
+
+    from metaloco.adaptation.train import SEED_OFFSETS, phase_seed, train
+    from metaloco.adaptation.train_config import load_train_config
+
+    assert phase_seed(7, 0) == 7, "an uninterrupted run keeps its seed"
+    assert len({phase_seed(7, 0), phase_seed(7, 10), phase_seed(7, 20), phase_seed(8, 10)}) == 4
+    cfg = load_train_config("smoke")
+    cfg.phase1_iterations, cfg.phase2_iterations, cfg.finetune_iterations, cfg.robust_iterations = 1, 0, 0, 0
+    train(cfg, tmp_path / "a", log=lambda line: None, export=False)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    cfg.phase1_iterations = 2
+    logs = {}
+    for run in ("a", "b"):
+        logs[run] = []
+        train(cfg, tmp_path / run, log=logs[run].append, export=False)
+    seed = phase_seed(cfg.seed + SEED_OFFSETS["phase1"], 1)
+    assert any("[phase1] resuming at iteration 1" in line and f"seeded {seed}, not {cfg.seed}" in line
+               for line in logs["a"]), logs["a"]
+    a, b = (torch.load(tmp_path / run / "phase1" / "checkpoint.pt", weights_only=True)["alg"]["actor_state_dict"]
+            for run in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a), "two resumes from one checkpoint train the same numbers"
+
+
 def test_unknown_preset_is_refused():
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.schema import ConfigError
