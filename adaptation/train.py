@@ -252,11 +252,11 @@ def _episode_stats(venv: SubprocVecEnv, mark: int,
 
 
 def phase_seed(base: int, iteration: int) -> int:
-    """The seed of a phase's environments and torch when it starts at `iteration`: `base` from the start, so an
-    uninterrupted run is unchanged; on a resume one drawn from (base, iteration), so the resumed phase does not
-    replay the tasks, commands and action noise of its first iterations. A resume still does not repeat an
-    uninterrupted run (the environments restart their episodes), but two resumes from one checkpoint repeat each
-    other."""
+    """The seed of a phase's environments and torch when it starts `iteration` iterations past where it was meant to
+    start: `base` there, so an uninterrupted run is unchanged; on a resume one drawn from (base, iteration), so the
+    resumed phase does not replay the tasks, commands and action noise of its first iterations. A resume still does
+    not repeat an uninterrupted run (the environments restart their episodes), but two resumes from one checkpoint
+    repeat each other."""
     if iteration == 0:
         return base
     return int(np.random.SeedSequence([base, iteration]).generate_state(1)[0] % 2**31)
@@ -267,19 +267,21 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
               fixed_difficulty: float | None = None, log: Callable[[str], None] = print,
               env_cfg: EnvConfig | None = None, fault_focus: float | None = None,
               keep_every: int = 0, seed_offset: int | None = None,
-              after_load: Callable[[object], None] | None = None) -> PhaseResult:
+              after_load: Callable[[object], None] | None = None, first_iteration: int = 0) -> PhaseResult:
     """Run (or resume) one training phase to `total_iterations` in `env_cfg` (default `cfg.env`),
     checkpointing as it goes into `out/name`. `fault_focus` overrides `cfg.curriculum.fault_focus` for this phase.
     With `keep_every` > 0, the checkpoint of every iteration divisible by it is also kept as `kept/it_NNNNN.pt`
     (for studying a phase's course; the training is the same). `seed_offset` defaults to the phase's in
-    `SEED_OFFSETS`; `after_load` is called on the runner after its checkpoint is loaded (when there is one)."""
+    `SEED_OFFSETS`; `after_load` is called on the runner after its checkpoint is loaded (when there is one).
+    `first_iteration` is where this call starts when nothing was interrupted (phase 3's later blocks continue the
+    phase's checkpoint under their own seed offset): only a checkpoint past it is a resume (`phase_seed`)."""
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     ckpt_path = folder / "checkpoint.pt"
     csv_path = folder / "progress.csv"
     seed_offset = SEED_OFFSETS[name] if seed_offset is None else seed_offset
     saved = torch.load(ckpt_path, weights_only=True) if ckpt_path.is_file() else {}
-    seed = phase_seed(cfg.seed + seed_offset, int(saved.get("iteration", 0)))
+    seed = phase_seed(cfg.seed + seed_offset, int(saved.get("iteration", first_iteration)) - first_iteration)
     venv = SubprocVecEnv(env_cfg or cfg.env, cfg.num_envs, cfg.workers, seed=seed, history_length=history_length)
     threads = torch.get_num_threads()
     try:
@@ -291,8 +293,9 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
         if saved:
             runner.alg.load(saved["alg"], None, strict=True)
             it, wall, difficulty = int(saved["iteration"]), float(saved["wall_s"]), float(saved["difficulty"])
-            log(f"[{name}] resuming at iteration {it} (difficulty {difficulty:.2f}; environments and torch seeded "
-                f"{seed}, not {cfg.seed + seed_offset}, so the random draws do not replay the phase's first ones)")
+            fresh = (f"; environments and torch seeded {seed}, not {cfg.seed + seed_offset}, so the random draws do "
+                     "not replay the phase's first ones" if seed != cfg.seed + seed_offset else "")
+            log(f"[{name}] resuming at iteration {it} (difficulty {difficulty:.2f}{fresh})")
             if after_load is not None:
                 after_load(runner)
         venv.set_difficulty(difficulty)
@@ -484,7 +487,7 @@ def finetune(cfg: TrainConfig, out: Path, difficulty: float, log: Callable[[str]
                        lambda v, phi=current: make_finetune_runner(cfg, v, phase1, student, phi),
                        history_length=cfg.history_length, fixed_difficulty=difficulty, log=log,
                        fault_focus=cfg.finetune_fault_focus, seed_offset=SEED_OFFSETS["phase3"] + block,
-                       after_load=use_current_phi)
+                       after_load=use_current_phi, first_iteration=blocks[block - 1] if block else 0)
         if not cfg.readapt_iterations:
             continue
         tuned = torch.load(out / "phase3" / "checkpoint.pt", weights_only=True)["alg"]["actor_state_dict"]

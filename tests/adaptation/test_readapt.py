@@ -62,6 +62,14 @@ def test_phase3_blocks_alternate_with_readaptations_of_phi(alternating_run):
             assert _equal(mlp, final_mlp) is expected, (name, part)
 
 
+def test_a_later_phase3_block_is_a_planned_start_not_a_resume(alternating_run):
+    """Block 2 continues phase 3's checkpoint under its own seed offset, as it did before resumes drew fresh seeds;
+    only a checkpoint past where a block starts gets a resume's seed."""
+    _, _, lines = alternating_run
+    continued = [line for line in lines if line.startswith("[phase3] resuming at iteration 1")]
+    assert continued and not any("seeded" in line for line in continued), continued
+
+
 def test_the_export_ships_the_last_readapted_phi_and_keeps_phase_2s_before_phase_3(alternating_run):
     cfg, run, _ = alternating_run
     probe = _ProbeEnv(load_run_config(run))
