@@ -53,9 +53,8 @@ def paired_comparison(a: dict, b: dict) -> dict:
               "falls_a": a["falls"], "falls_b": b["falls"], "fell_only_a": None, "fell_only_b": None, "falls_p": None,
               "fall_rate_diff": None, "fall_rate_diff_sem": None}
     if "fell" in a and "fell" in b:
-        only_a = sum(x and not y for x, y in zip(a["fell"], b["fell"]))
-        only_b = sum(y and not x for x, y in zip(a["fell"], b["fell"]))
         fell = np.asarray(a["fell"], float) - np.asarray(b["fell"], float)  # +1: only a fell, -1: only b
+        only_a, only_b = int(np.sum(fell > 0)), int(np.sum(fell < 0))
         result.update(fell_only_a=only_a, fell_only_b=only_b, falls_p=mcnemar_p(only_a, only_b),
                       fall_rate_diff=float(fell.mean()), fall_rate_diff_sem=standard_error(fell))
     return result

@@ -281,7 +281,9 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
     csv_path = folder / "progress.csv"
     seed_offset = SEED_OFFSETS[name] if seed_offset is None else seed_offset
     saved = torch.load(ckpt_path, weights_only=True) if ckpt_path.is_file() else {}
-    seed = phase_seed(cfg.seed + seed_offset, int(saved.get("iteration", first_iteration)) - first_iteration)
+    base = cfg.seed + seed_offset
+    resumed = int(saved.get("iteration", first_iteration)) - first_iteration  # iterations past the planned start
+    seed = phase_seed(base, resumed)
     venv = SubprocVecEnv(env_cfg or cfg.env, cfg.num_envs, cfg.workers, seed=seed, history_length=history_length)
     threads = torch.get_num_threads()
     try:
@@ -293,8 +295,8 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
         if saved:
             runner.alg.load(saved["alg"], None, strict=True)
             it, wall, difficulty = int(saved["iteration"]), float(saved["wall_s"]), float(saved["difficulty"])
-            fresh = (f"; environments and torch seeded {seed}, not {cfg.seed + seed_offset}, so the random draws do "
-                     "not replay the phase's first ones" if seed != cfg.seed + seed_offset else "")
+            fresh = (f"; environments and torch seeded {seed}, not {base}, so the random draws do not replay the "
+                     "phase's first ones" if resumed else "")
             log(f"[{name}] resuming at iteration {it} (difficulty {difficulty:.2f}{fresh})")
             if after_load is not None:
                 after_load(runner)
