@@ -14,9 +14,12 @@ trial recordings.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import sys
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -108,17 +111,53 @@ def run_episode(scenario: Scenario, method: str, model_dir: Path, episode: int =
     return series, trace, policy
 
 
+def check_workers(workers: int) -> int:
+    """`workers` if it is a usable process count, else a ConfigError naming `--workers`."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError("--workers", "workers", f"must be a whole number of processes, 1 or more, got {workers!r}")
+    return workers
+
+
+def map_episodes(episode: Callable[..., Any], args: list[tuple], workers: int) -> Iterator[Any]:
+    """`episode(*a)` for each `a` in `args`, yielded in the order of `args`.
+
+    With more than one worker the episodes run in that many spawned processes, each building its own pybullet
+    world; every episode seeds its world from its own index and onnxruntime runs one thread, so the results are
+    those of `workers=1`, which runs them here, one after another.
+    """
+    workers = min(check_workers(workers), len(args))
+    if workers <= 1:
+        yield from (episode(*a) for a in args)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(episode, *a) for a in args]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:  # an error (or a caller that stops early) leaves no episodes queued behind it
+            for future in futures:
+                future.cancel()
+
+
 def evaluate(scenario_path: str | Path, method: str, episodes: int = 1, model_dir: str | Path | None = None,
              progress: Callable[[str], None] | None = None, latent_source: str = "fused",
-             first_episode: int = 0) -> dict:
+             first_episode: int = 0, workers: int = 1) -> dict:
     """The DESIGN.md `eval` object for a method on a scenario (`evaluate_episodes` without the episodes)."""
     return evaluate_episodes(scenario_path, method, episodes, model_dir, progress, first_episode=first_episode,
-                             latent_source=latent_source)[0]
+                             latent_source=latent_source, workers=workers)[0]
+
+
+def _scenario_episode(scenario: Scenario, method: str, model_dir: Path, episode: int,
+                      latent_source: str) -> tuple[EpisodeSeries, bool, float]:
+    """One scenario episode for `evaluate_episodes` (possibly in a worker): its series, whether it fell, and the
+    base's forward travel (m)."""
+    series, trace, _ = run_episode(scenario, method, model_dir, episode, latent_source=latent_source)
+    return series, bool(trace.fell), float(trace.base_pos[-1][0] - trace.base_pos[0][0])
 
 
 def evaluate_episodes(scenario_path: str | Path, method: str, episodes: int = 1, model_dir: str | Path | None = None,
                       progress: Callable[[str], None] | None = None, first_episode: int = 0,
-                      latent_source: str = "fused") -> tuple[dict, list[dict]]:
+                      latent_source: str = "fused", workers: int = 1) -> tuple[dict, list[dict]]:
     """The DESIGN.md `eval` object for a method on a scenario, and each episode's own figures.
 
     Args:
@@ -131,6 +170,7 @@ def evaluate_episodes(scenario_path: str | Path, method: str, episodes: int = 1,
             (fresh seeds for a result chosen on the first ones).
         latent_source: (adaptive) what pi is fed: 'fused' (the estimate fused with the prior) or 'raw' (the
             adapter's output); see estimator.LATENT_SOURCES.
+        workers: Processes running episodes side by side (`map_episodes`); the result does not depend on it.
 
     Returns:
         ({"scenario", "method", "episodes", "return_mean", "distance_m", "tracking_error_mps", "falls",
@@ -145,18 +185,20 @@ def evaluate_episodes(scenario_path: str | Path, method: str, episodes: int = 1,
     if first_episode < 0:
         raise ConfigError("--first-episode", "first_episode", f"must be 0 or more, got {first_episode}")
     check_latent_source(latent_source)
+    check_workers(workers)
     folder = Path(model_dir) if model_dir else models_dir() / scenario.robot.name
     if progress and method in ("nominal", "oracle") and load_policy(folder, scenario.robot).latent_input == "adapter":
         progress(f"[eval] note: {folder / 'policy.onnx'} was fine-tuned on the adapter's estimate (phase 3); with "
                  f"a fixed or true latent ({method}) it runs on inputs it was not fine-tuned on, so this is not the bound DESIGN.md means; "
                  f"{folder / BEFORE_PHASE3} holds the policy {method} is defined for")
     series = []
-    for i in range(first_episode, first_episode + episodes):
-        s, trace, _ = run_episode(scenario, method, folder, i, latent_source=latent_source)
+    indices = range(first_episode, first_episode + episodes)
+    jobs = [(scenario, method, folder, i, latent_source) for i in indices]
+    for i, (s, fell, travel) in zip(indices, map_episodes(_scenario_episode, jobs, workers)):
         series.append(s)
         if progress:
             progress(f"[eval] {scenario.name} {method} episode {i + 1}/{first_episode + episodes}: "
-                     f"{'fell' if trace.fell else 'ok'}, {trace.base_pos[-1][0] - trace.base_pos[0][0]:.2f} m")
+                     f"{'fell' if fell else 'ok'}, {travel:.2f} m")
     result = summarize(scenario.name, method, series)
     for key in ("return_mean", "distance_m", "tracking_error_mps", "recovery_time_s"):
         if isinstance(result.get(key), float):
@@ -168,10 +210,42 @@ FAMILY_SEED = 10_000
 """Episode i of `evaluate_family` draws its task and commands with seed FAMILY_SEED + i, whatever the method."""
 
 
+def _family_episode(method: str, model_dir: Path, cfg: EnvConfig, difficulty: float, i: int, latent_source: str,
+                    observe: Callable[[int, dict, MethodPolicy], None] | None) -> tuple[float, float, bool]:
+    """Episode i of `evaluate_family` (possibly in a worker): its return, tracking error and whether it fell."""
+    env = LocomotionEnv(cfg, seed=FAMILY_SEED + i)
+    try:
+        env.set_difficulty(difficulty)
+        obs, info = env.reset(seed=FAMILY_SEED + i)
+        policy = MethodPolicy(method, model_dir, env.robot_cfg, env.dt, latent_source)
+        rows: dict[str, list] = {"t": [], "cmd": [], "vx": [], "reward": []}
+        fell = False
+        while True:
+            action = policy(obs, info)
+            if observe:
+                observe(i, info, policy)
+            obs, reward, terminated, truncated, info = env.step(action)
+            for key, value in (("t", info["time_s"]), ("cmd", info["command"][0]),
+                               ("vx", info["lin_vel_base"][0]), ("reward", reward)):
+                rows[key].append(value)
+            if terminated or truncated:
+                fell = bool(terminated)
+                break
+    finally:
+        env.close()
+    t = np.asarray(rows["t"])
+    fallen = np.zeros(len(t), bool)
+    fallen[-1] = fell
+    vx = stride_average(t, np.asarray(rows["vx"]))
+    m = episode_metrics(EpisodeSeries(t=t, cmd_vx=np.asarray(rows["cmd"]), vx=vx, fallen=fallen, event_times=(),
+                                      reward=np.asarray(rows["reward"])))
+    return float(m["return"]), float(m["tracking_error_mps"]), fell
+
+
 def evaluate_family(method: str, model_dir: str | Path, env_cfg: EnvConfig, difficulty: float,
                     episodes: int, progress: Callable[[str], None] | None = None,
                     observe: Callable[[int, dict, MethodPolicy], None] | None = None,
-                    latent_source: str = "fused", first_episode: int = 0) -> dict:
+                    latent_source: str = "fused", first_episode: int = 0, workers: int = 1) -> dict:
     """A method on tasks drawn from the training family, as in training: a random task per episode (terrain,
     dynamics, a fault with its onset), commands resampled on the training schedule, until a fall or the time
     limit. Episode i uses the same task and commands for every method, so methods compare pairwise.
@@ -188,6 +262,8 @@ def evaluate_family(method: str, model_dir: str | Path, env_cfg: EnvConfig, diff
         latent_source: (adaptive) what pi is fed, 'fused' or 'raw'; see estimator.LATENT_SOURCES.
         first_episode: Index of the first episode: episodes first_episode, ..., first_episode + episodes - 1
             (fresh tasks for a comparison fixed after episodes 0, 1, ... were seen).
+        workers: Processes running episodes side by side (`map_episodes`); the result does not depend on it.
+            `observe` needs 1 (it is called in this process).
 
     Returns:
         {"method", "difficulty", "first_episode", "episodes", "return_mean", "return_sem" (standard error of the
@@ -203,41 +279,21 @@ def evaluate_family(method: str, model_dir: str | Path, env_cfg: EnvConfig, diff
     if first_episode < 0:
         raise ConfigError("--first-episode", "first_episode", f"must be 0 or more, got {first_episode}")
     check_latent_source(latent_source)
+    check_workers(workers)
+    if observe is not None and workers > 1:
+        raise ConfigError("--workers", "workers", f"an observer sees the steps in this process, so it needs workers=1, "
+                          f"got {workers}")
     cfg = dataclasses.replace(env_cfg, randomize_tasks=True)
     returns, errors, fells = [], [], []
-    for i in range(first_episode, first_episode + episodes):
-        env = LocomotionEnv(cfg, seed=FAMILY_SEED + i)
-        try:
-            env.set_difficulty(difficulty)
-            obs, info = env.reset(seed=FAMILY_SEED + i)
-            policy = MethodPolicy(method, Path(model_dir), env.robot_cfg, env.dt, latent_source)
-            rows: dict[str, list] = {"t": [], "cmd": [], "vx": [], "reward": []}
-            fell = False
-            while True:
-                action = policy(obs, info)
-                if observe:
-                    observe(i, info, policy)
-                obs, reward, terminated, truncated, info = env.step(action)
-                for key, value in (("t", info["time_s"]), ("cmd", info["command"][0]),
-                                   ("vx", info["lin_vel_base"][0]), ("reward", reward)):
-                    rows[key].append(value)
-                if terminated or truncated:
-                    fell = bool(terminated)
-                    break
-        finally:
-            env.close()
-        t = np.asarray(rows["t"])
-        fallen = np.zeros(len(t), bool)
-        fallen[-1] = fell
-        vx = stride_average(t, np.asarray(rows["vx"]))
-        m = episode_metrics(EpisodeSeries(t=t, cmd_vx=np.asarray(rows["cmd"]), vx=vx, fallen=fallen, event_times=(),
-                                          reward=np.asarray(rows["reward"])))
-        returns.append(float(m["return"]))
-        errors.append(float(m["tracking_error_mps"]))
+    indices = range(first_episode, first_episode + episodes)
+    jobs = [(method, Path(model_dir), cfg, difficulty, i, latent_source, observe) for i in indices]
+    for i, (ret, error, fell) in zip(indices, map_episodes(_family_episode, jobs, workers)):
+        returns.append(ret)
+        errors.append(error)
         fells.append(fell)
         if progress:
             progress(f"[eval] family difficulty {difficulty} {method} episode {i + 1}/{first_episode + episodes}: "
-                     f"{'fell' if fell else 'ok'}, return {returns[-1]:.2f}")
+                     f"{'fell' if fell else 'ok'}, return {ret:.2f}")
     sem = standard_error(returns)
     return {"method": method, "difficulty": difficulty, "first_episode": first_episode, "episodes": episodes,
             "return_mean": round(float(np.mean(returns)), 4), "return_sem": round(sem, 4), "falls": sum(fells),

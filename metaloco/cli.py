@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.family is None:
         result = evaluate(args.scenario, args.method, args.episodes, args.model_dir, progress=default_progress,
-                          latent_source=args.latent_source, first_episode=args.first_episode)
+                          latent_source=args.latent_source, first_episode=args.first_episode, workers=args.workers)
         return _emit(result, args.json)
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.paths import models_dir
@@ -106,7 +107,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     env = load_train_config(args.family).env
     result = evaluate_family(args.method, args.model_dir or models_dir() / env.robot, env, args.difficulty,
                              args.episodes, progress=default_progress, latent_source=args.latent_source,
-                             first_episode=args.first_episode)
+                             first_episode=args.first_episode, workers=args.workers)
     return _emit(result, args.json)
 
 
@@ -326,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "same task and commands) for every method, so another start gives episodes no earlier "
                          "comparison has seen")
     ev.add_argument("--model-dir", default=None, help="exported models (default models/<robot>)")
+    ev.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="processes running episodes side by side (default: one per core, here "
+                         f"{os.cpu_count() or 1}); the figures do not depend on it")
     ev.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     ev.set_defaults(func=cmd_eval)
 

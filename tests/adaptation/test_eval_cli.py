@@ -47,6 +47,9 @@ def test_eval_refuses_bad_input_naming_it(smoke_run, tmp_path, capsys):
     assert main(["eval", "--scenario", "nominal_flat", "--method", "adaptive",
                  "--model-dir", str(tmp_path / "nowhere")]) == 2
     assert "policy.onnx: model file not found" in capsys.readouterr().err
+    assert main(["eval", "--scenario", "nominal_flat", "--method", "adaptive", "--workers", "0",
+                 "--model-dir", str(smoke_run / "export")]) == 2
+    assert "--workers: 'workers': must be a whole number of processes, 1 or more, got 0" in capsys.readouterr().err
 
 
 def test_eval_on_the_training_family_prints_its_returns_and_refuses_a_bad_difficulty(smoke_run, capsys):

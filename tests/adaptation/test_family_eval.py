@@ -7,6 +7,7 @@ import pytest
 
 from metaloco.adaptation.evaluate import evaluate_family
 from metaloco.adaptation.train_config import load_train_config
+from metaloco.schema import ConfigError
 
 MODELS = Path(__file__).parents[2] / "models" / "a1"
 
@@ -27,6 +28,16 @@ def test_methods_walk_the_same_tasks_episode_by_episode():
                          "tracking_error_mps", "returns", "fell"} and len(hard["returns"]) == len(hard["fell"]) == 2
     later = evaluate_family("nominal", MODELS, env, 1.0, 1, first_episode=1)
     assert (later["returns"], later["fell"]) == (hard["returns"][1:], hard["fell"][1:]), "episode 1 is episode 1"
+    lines = []
+    assert evaluate_family("nominal", MODELS, env, 1.0, 2, progress=lines.append, workers=2) == hard, \
+        "episodes in worker processes are the same episodes"
+    assert [line.split(":")[0][-3:] for line in lines] == ["1/2", "2/2"], "progress in episode order"
+
+
+def test_an_observer_needs_the_episodes_in_this_process():
+    env = load_train_config("full").env
+    with pytest.raises(ConfigError, match=r"--workers.*needs workers=1, got 2"):
+        evaluate_family("adaptive", MODELS, env, 1.0, 2, observe=lambda i, info, policy: None, workers=2)
 
 
 def test_observe_sees_every_step_with_the_policy_that_acted():

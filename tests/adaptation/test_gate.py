@@ -165,6 +165,16 @@ def test_fresh_episodes_are_the_later_episodes_of_the_same_scenario():
         evaluate_episodes("nominal_flat", "adaptive", 1, MODELS, first_episode=-1)
 
 
+def test_episodes_in_worker_processes_give_the_same_figures():
+    from metaloco.adaptation.evaluate import evaluate_episodes
+
+    alone = evaluate_episodes("fr_knee_locked", "adaptive", 3, MODELS)
+    assert evaluate_episodes("fr_knee_locked", "adaptive", 3, MODELS, workers=2) == alone
+    assert len({m["return"] for m in alone[1]}) == 3, "three different episodes, in their order"
+    with pytest.raises(ConfigError, match=r"workers.*1 or more, got 0"):
+        evaluate_episodes("fr_knee_locked", "adaptive", 1, MODELS, workers=0)
+
+
 def test_gate_command_refuses_a_negative_first_episode(capsys):
     assert main(["gate", str(MODELS), "--first-episode", "-1"]) == 2
     assert "must be 0 or more, got -1" in capsys.readouterr().err
