@@ -20,6 +20,11 @@ cumulative integrals, so the phases of an episode add up to the episode):
 - recovery_time_s: from the last event (of any kind) to the first sample from which |cmd_vx - vx| <= 0.1 m/s
   holds, without a fall, on every sample for the next 1 s; None if that never happens within the
   episode; 0 without events.
+- recovery_tolerance_mps: the smallest tolerance under which recovery_time_s would be at most 1 s: over the
+  1 s windows starting within 1 s of the last event, the least of their largest |cmd_vx - vx| (a fallen
+  sample counts as infinite). At most 0.1 exactly when recovery_time_s is at most 1 s: it says by how much
+  an episode missed. None without events.
+- settled_speed_mps: mean vx from 1 s after the last event to the end; None without events or such time.
 - return: Σ rewards, when rewards are given (simulation only: a robot has no reward).
 """
 
@@ -35,6 +40,8 @@ GRAVITY = 9.81
 RECOVERY_TOLERANCE_MPS = 0.1
 #: ... for this long (s).
 RECOVERY_HOLD_S = 1.0
+#: The time after the last event within which recovery is wanted (s): the issue's recovery target.
+RECOVERY_WITHIN_S = 1.0
 #: Window (s) of the forward-velocity average: one stride of the 2 Hz trot, whose base surges and brakes
 #: within a stride by more than RECOVERY_TOLERANCE_MPS (the instantaneous speed would measure the gait).
 STRIDE_S = 0.5
@@ -182,6 +189,35 @@ def recovery_time_s(t: np.ndarray, cmd_vx: np.ndarray, vx: np.ndarray, event_tim
     return None
 
 
+def recovery_tolerance_mps(t: np.ndarray, cmd_vx: np.ndarray, vx: np.ndarray, event_times: np.ndarray | tuple,
+                           fallen: np.ndarray | None = None, within_s: float = RECOVERY_WITHIN_S,
+                           hold_s: float = RECOVERY_HOLD_S) -> float | None:
+    """The smallest tolerance under which `recovery_time_s` would be at most `within_s`.
+
+    For each sample from the last event up to `within_s` after it: the largest |cmd_vx - vx| over the `hold_s`
+    that follow it (the samples `recovery_time_s` would check from there); the least of those. A fallen sample's
+    error is infinite. So `recovery_time_s(..., tolerance=x) <= within_s` exactly when this is at most x.
+
+    Returns:
+        The tolerance (m/s); inf if no `hold_s` window without a fall starts in time; None without events.
+    """
+    events = np.asarray(event_times, dtype=float).reshape(-1)
+    if events.size == 0:
+        return None
+    last = float(events.max())
+    t = np.asarray(t, dtype=float)
+    err = np.abs(np.asarray(cmd_vx, dtype=float) - np.asarray(vx, dtype=float))
+    if fallen is not None:
+        err[np.asarray(fallen, dtype=bool)] = np.inf
+    best = np.inf
+    for i in np.flatnonzero((t >= last) & (t - last <= within_s)):
+        j = int(np.searchsorted(t, t[i] + hold_s - 1e-6, side="left"))  # the first sample hold_s after t[i]
+        if j >= len(t):
+            break
+        best = min(best, float(err[i:j + 1].max()))
+    return best
+
+
 def window_metrics(ep: EpisodeSeries, a: float, b: float) -> dict[str, Any]:
     """Speed, tracking, distance, energy, cost of transport and falls over the window [a, b] of an episode."""
     duration = b - a
@@ -234,6 +270,11 @@ def episode_metrics(ep: EpisodeSeries) -> dict[str, Any]:
     out = window_metrics(ep, float(ep.t[0]), float(ep.t[-1]))
     out["return"] = float(np.sum(ep.reward)) if ep.reward is not None else None
     out["recovery_time_s"] = recovery_time_s(ep.t, ep.cmd_vx, ep.vx, ep.event_times, ep.fallen)
+    out["recovery_tolerance_mps"] = recovery_tolerance_mps(ep.t, ep.cmd_vx, ep.vx, ep.event_times, ep.fallen)
+    events = np.asarray(ep.event_times, dtype=float).reshape(-1)
+    settle = float(events.max()) + RECOVERY_WITHIN_S if events.size else None
+    out["settled_speed_mps"] = (window_metrics(ep, settle, float(ep.t[-1]))["mean_speed_mps"]
+                                if settle is not None and settle < ep.t[-1] else None)
     return out
 
 

@@ -271,7 +271,7 @@ def episode_figures(run: Run) -> dict[str, Any]:
     out = episode_metrics(run.episode)
     if not run.measured:
         out.update({k: None for k in ("mean_speed_mps", "tracking_error_mps", "distance_m", "cost_of_transport",
-                                      "falls", "recovery_time_s")})
+                                      "falls", "recovery_time_s", "recovery_tolerance_mps", "settled_speed_mps")})
     return out
 
 
@@ -398,11 +398,15 @@ def write_report(run: str | Path | BagSeries, out_dir: str | Path, *, title: str
     md += ["## Metrics", ""]
     extra = [episode_figures(r) for r in runs]
     rows = [[key, *(r.metrics[key] for r in runs)] for key in EVAL_KEYS[2:]]
-    rows += [[key, *(e[key] for e in extra)] for key in ("mean_speed_mps", "energy_j", "cost_of_transport")]
+    rows += [[key, *(e[key] for e in extra)] for key in ("recovery_tolerance_mps", "settled_speed_mps",
+                                                         "mean_speed_mps", "energy_j", "cost_of_transport")]
     md += _table(["metric", *heads[1:]], rows)
     md += ["", "Measured speed: the base's forward velocity averaged over one stride (0.5 s). `recovery_time_s`: "
            "from the last event until |commanded − measured| forward speed stays within 0.1 m/s for 1 s (– if "
-           "never; 0 without events). Cost of transport: joint energy / (m g distance).", ""]
+           "never; 0 without events). `recovery_tolerance_mps`: the tolerance under which it would have recovered "
+           "within 1 s (at most 0.1 exactly when it did; inf if it fell first; – without events). "
+           "`settled_speed_mps`: mean speed from 1 s after the last event to the end. Cost of transport: joint "
+           "energy / (m g distance).", ""]
     for run in runs:
         md += [f"## {run.label}", "", "Events:", ""]
         events = [[k, t, due, f"`{lbl}`"] for k, ((t, lbl), due) in enumerate(zip(run.events, _due_times(run)), 1)]

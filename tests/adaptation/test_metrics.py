@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from metaloco.adaptation.metrics import (
-    EVAL_KEYS, EpisodeSeries, count_falls, episode_metrics, phase_metrics, recovery_time_s, stride_average, summarize,
+    EVAL_KEYS, EpisodeSeries, count_falls, episode_metrics, phase_metrics, recovery_time_s, recovery_tolerance_mps,
+    stride_average, summarize,
 )
 
 DT = 0.01
@@ -39,6 +40,36 @@ def test_never_recovering_gives_none():
 
 def test_no_events_means_zero_recovery_time():
     assert recovery_time_s(T, CMD, speed(4.0, 99.0), []) == 0.0
+
+
+def test_the_tolerance_recovery_would_need_says_by_how_much_it_was_missed():
+    slow = speed(4.0, 99.0, slow=0.36)  # settles 0.14 m/s under the command for good
+    assert recovery_time_s(T, CMD, slow, [4.0]) is None
+    assert recovery_tolerance_mps(T, CMD, slow, [4.0]) == pytest.approx(0.14)
+    late = speed(4.0, 5.5)  # back on the command 1.5 s after the event: the first 1 s window starts at most 1 s in
+    assert recovery_tolerance_mps(T, CMD, late, [4.0]) == pytest.approx(0.4)
+    assert recovery_tolerance_mps(T, CMD, speed(4.0, 4.7), [4.0]) == pytest.approx(0.0)
+    assert recovery_tolerance_mps(T, CMD, slow, []) is None
+    fallen = T >= 4.5
+    assert recovery_tolerance_mps(T, CMD, CMD.copy(), [4.0], fallen=fallen) == math.inf
+    m = episode_metrics(EpisodeSeries(T, CMD, slow, event_times=[4.0]))
+    assert m["recovery_tolerance_mps"] == pytest.approx(0.14)
+    assert m["settled_speed_mps"] == pytest.approx(0.36)
+    assert episode_metrics(EpisodeSeries(T, CMD, slow))["settled_speed_mps"] is None
+
+
+def test_the_needed_tolerance_is_at_most_the_tolerance_exactly_when_recovery_is_within_one_second():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        vx = 0.5 + np.cumsum(rng.normal(0.0, 0.01, len(T)))  # a wandering speed: windows of every kind
+        event = float(rng.uniform(1.0, 8.0))
+        needed = recovery_tolerance_mps(T, CMD, vx, [event])
+        for tol in (0.05, 0.1, 0.2):
+            rec = recovery_time_s(T, CMD, vx, [event], tolerance=tol)
+            assert (needed <= tol) == (rec is not None and rec <= 1.0)
+        if math.isfinite(needed):
+            rec = recovery_time_s(T, CMD, vx, [event], tolerance=needed)
+            assert rec is not None and rec <= 1.0
 
 
 def test_a_fallen_robot_is_not_recovered_even_when_the_speeds_agree():

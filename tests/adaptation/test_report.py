@@ -120,6 +120,12 @@ def test_compare_puts_adaptation_on_and_off_side_by_side(tmp_path):
     assert "| metric | adaptation on | adaptation off |" in report
     row = next(line for line in report.splitlines() if line.startswith("| recovery_time_s |"))
     assert row.split("|")[3].strip() == "–"  # off never recovers
+    # by how much: on recovered within 1 s (at most 0.1); off stays 0.4 m/s under the command to the end
+    row = next(line for line in report.splitlines() if line.startswith("| recovery_tolerance_mps |"))
+    on, off = (float(cell) for cell in row.split("|")[2:4])
+    assert on <= 0.1 and off == pytest.approx(0.4, abs=0.01)
+    row = next(line for line in report.splitlines() if line.startswith("| settled_speed_mps |"))
+    assert float(row.split("|")[3]) == pytest.approx(0.1, abs=0.03)
     assert trial_metrics(tmp_path / "off")["method"] == "nominal"
 
 
