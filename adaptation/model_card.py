@@ -132,15 +132,15 @@ def recovered_within(recoveries: list[float | None], limit_s: float = RECOVERY_T
 
 def shortfall(episodes: list[tuple[float | None, float | None]]) -> str:
     """By how much a cell's episodes missed the recovery target: the median over episodes of the tolerance that
-    recovery within 1 s would have needed (metrics.recovery_tolerance_mps) and of the speed from 1 s after the
-    event on."""
+    recovery within 1 s would have needed (metrics.recovery_tolerance_mps; it can be met in the first second after
+    the event, before a robot slows down) and of the speed from 1 s after the event on."""
     tolerances = [tol for tol, _ in episodes if tol is not None]
     speeds = [v for _, v in episodes if v is not None]
     parts = []
     if tolerances:
         median = float(np.median(tolerances))
-        parts.append(f"needs a tolerance of {median:.2f} m/s" if np.isfinite(median)
-                     else "falls before any tolerance would do in half or more of the episodes")
+        parts.append(f"would count as recovered within 1 s with a tolerance of {median:.2f} m/s" if np.isfinite(median)
+                     else "falls before it would count as recovered in half or more of the episodes")
     if speeds:
         parts.append(f"walks {float(np.median(speeds)):.2f} m/s from 1 s after the event")
     return ", ".join(parts) if parts else "not measured"
