@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metaloco.adaptation.estimator import check_latent_source
-from metaloco.adaptation.model_card import RECOVERY_TARGET_S, run_jobs
+from metaloco.adaptation.model_card import RECOVERY_TARGET_S, run_jobs, unlasting_speeds
 from metaloco.paths import config_dir
 from metaloco.schema import ConfigError
+from metaloco.sim.scenario import load_scenario
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,10 @@ def judge(results: dict[str, tuple[dict, list[float | None]]], gate: Gate = GATE
 
     Args:
         results: Per scenario name, the `eval` object and each episode's `recovery_time_s`
-            (what `evaluate_episodes` returns), for every scenario of the gate and the same number of episodes.
+            (what `evaluate_episodes` returns), for every scenario of the gate and the same number of episodes;
+            optionally a third element, each episode's (recovery_tolerance_mps, settled_speed_mps): each
+            scenario then also says how many counted recoveries do not last (`unlasting_speeds`; the check still
+            counts `recovery_time_s` as DESIGN.md defines it).
         gate: The limits.
         first_episode: Index of the first episode evaluated (the gate's own are 0 to 9).
 
@@ -97,6 +101,11 @@ def judge(results: dict[str, tuple[dict, list[float | None]]], gate: Gate = GATE
                         "tracking_error_mps": results[name][0]["tracking_error_mps"],
                         "recovered_within_1s": sum(r is not None and r <= RECOVERY_TARGET_S for r in results[name][1])}
                  for name in gate.scenarios}
+    for name in gate.recovery_scenarios:
+        if len(results[name]) > 2:
+            scenario = load_scenario(config_dir() / "scenarios" / f"{name}.yaml")
+            command = float(scenario.command_at(scenario.duration_s)[0])
+            scenarios[name]["not_lasting"] = len(unlasting_speeds(results[name][1], results[name][2], command))
     flat = scenarios[gate.flat_scenario]
     falls = sum(s["falls"] for s in scenarios.values())
     recovered = sum(scenarios[name]["recovered_within_1s"] for name in gate.recovery_scenarios)
@@ -163,12 +172,17 @@ def run_gate(model_dir: str | Path, episodes: int | None = None, workers: int = 
 
 def format_verdict(verdict: dict) -> str:
     """The verdict as a table a person reads: each scenario, then each check, then PASS or FAIL."""
-    lines = [f"{'scenario':<22}{'return':>8}{'falls':>7}{'tracking m/s':>14}{'within 1 s':>12}"]
+    lines = [f"{'scenario':<22}{'return':>8}{'falls':>7}{'tracking m/s':>14}{'within 1 s':>12}{'not lasting':>13}"]
     for name, s in verdict["scenarios"].items():
         error = "-" if s["tracking_error_mps"] is None else f"{s['tracking_error_mps']:.3f}"
         within = s["recovered_within_1s"] if name in verdict["recovery_scenarios"] else "-"
-        lines.append(f"{name:<22}{s['return_mean']:>8.2f}{s['falls']:>7}{error:>14}{within:>12}")
+        lines.append(f"{name:<22}{s['return_mean']:>8.2f}{s['falls']:>7}{error:>14}{within:>12}"
+                     f"{s.get('not_lasting', '-'):>13}")
+    fleeting = sum(s.get("not_lasting", 0) for s in verdict["scenarios"].values())
     lines.append("")
+    if fleeting:
+        lines.append(f"{fleeting} of the recoveries counted within 1 s do not last: from 1 s after the event the "
+                     f"speed is more than 0.1 m/s off the command (the check counts them, as recovery_time_s does)")
     for c in verdict["checks"]:
         lines.append(f"{'ok  ' if c['passed'] else 'FAIL'} {c['check']}: {c['value']} (limit {c['limit']})")
     word = "PASS" if verdict["passed"] else "FAIL"

@@ -146,15 +146,21 @@ def shortfall(episodes: list[tuple[float | None, float | None]]) -> str:
     return ", ".join(parts) if parts else "not measured"
 
 
+def unlasting_speeds(recoveries: list[float | None], shortfalls: list[tuple[float | None, float | None]],
+                     command: float) -> list[float]:
+    """The speeds, from 1 s after the event, of the episodes counted as recovered within 1 s that do not stay
+    recovered: their mean speed there is more than the 0.1 m/s tolerance off the command (`recovery_time_s` only
+    asks for the first second within it, so a robot that keeps its speed for a second and then nearly stops
+    counts). `shortfalls` pairs each episode's (recovery_tolerance_mps, settled_speed_mps) with `recoveries`."""
+    return [speed for rec, (_, speed) in zip(recoveries, shortfalls)
+            if rec is not None and rec <= RECOVERY_TARGET_S and speed is not None
+            and abs(command - speed) > RECOVERY_TOLERANCE_MPS]
+
+
 def fleeting(recoveries: list[float | None], shortfalls: list[tuple[float | None, float | None]],
              command: float) -> str:
-    """A note on the episodes counted as recovered within 1 s that do not stay recovered: from 1 s after the
-    event their mean speed is more than the 0.1 m/s tolerance off the command (`recovery_time_s` only asks for
-    the first second within it, so a robot that keeps its speed for a second and then nearly stops counts).
-    Empty when every counted recovery lasts."""
-    speeds = [speed for rec, (_, speed) in zip(recoveries, shortfalls)
-              if rec is not None and rec <= RECOVERY_TARGET_S and speed is not None
-              and abs(command - speed) > RECOVERY_TOLERANCE_MPS]
+    """A note on the counted recoveries that do not last (`unlasting_speeds`); empty when every one lasts."""
+    speeds = unlasting_speeds(recoveries, shortfalls, command)
     if not speeds:
         return ""
     return (f" (of which {len(speeds)} do not last: from 1 s after the event they walk "

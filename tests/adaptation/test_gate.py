@@ -125,6 +125,25 @@ def test_gate_command_judges_the_shipped_models_and_exits_by_the_verdict(capsys)
     mean = sum(s["return_mean"] for s in figures) / len(GATE.scenarios)
     assert checks["mean return over the 12 scenarios"]["value"] == pytest.approx(mean, abs=1e-3)
     assert verdict["passed"] == all(c["passed"] for c in verdict["checks"])
+    for name in GATE.recovery_scenarios:
+        assert 0 <= verdict["scenarios"][name]["not_lasting"] <= verdict["scenarios"][name]["recovered_within_1s"]
+
+
+def test_recoveries_that_do_not_last_are_shown_but_still_counted():
+    """A robot that keeps its speed for the first second after a limp thigh and then nearly stops recovered by
+    `recovery_time_s` (the check counts it); the verdict says so."""
+    results = _passing()
+    counted = results["rl_thigh_limp"][1]
+    settled = [0.05 if r is not None else 0.0 for r in counted]  # every counted one slows to 0.05 m/s
+    settled[0] = 0.45  # ... but the first, which lasts
+    results["rl_thigh_limp"] += ([(0.08, v) for v in settled],)
+    verdict = judge(results)
+    recovered = verdict["scenarios"]["rl_thigh_limp"]["recovered_within_1s"]
+    assert recovered >= 2 and verdict["scenarios"]["rl_thigh_limp"]["not_lasting"] == recovered - 1
+    assert verdict["passed"], "the gate's check is unchanged"
+    text = format_verdict(verdict)
+    assert f"{recovered - 1} of the recoveries counted within 1 s do not last" in text
+    assert "not_lasting" not in verdict["scenarios"]["push"], "only where the episodes' speeds were given"
 
 
 def test_gate_command_offers_every_gate_and_judges_by_the_one_asked_for(capsys):
