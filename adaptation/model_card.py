@@ -29,7 +29,7 @@ from metaloco.adaptation.card_diagnostics import (  # noqa: E402
                                                    latent_effect, latent_effect_section, reward_breakdown,
                                                    reward_breakdown_section, undamaged_return)
 from metaloco.adaptation.evaluate import METHODS, evaluate_episodes, evaluate_family  # noqa: E402
-from metaloco.adaptation.metrics import RECOVERY_TOLERANCE_MPS  # noqa: E402
+from metaloco.adaptation.metrics import RECOVERY_TOLERANCE_MPS, RECOVERY_WITHIN_S  # noqa: E402
 from metaloco.adaptation import numerics  # noqa: E402
 from metaloco.adaptation.export import load_run_config, source_commit  # noqa: E402
 from metaloco.adaptation.train_config import TrainConfig, load_train_config  # noqa: E402
@@ -109,7 +109,7 @@ def _fmt(value) -> str:
 CLEARLY_ABOVE = 1.05
 """'Clearly above' in the targets: a return at least 5% above the better of nominal and robust (differences of
 a percent or two are noise)."""
-RECOVERY_TARGET_S = 1.0
+RECOVERY_TARGET_S = RECOVERY_WITHIN_S
 """The issue's recovery target: adaptive's `recovery_time_s` after a fault or terrain event at most this."""
 CARD_EPISODES = 10
 """Episodes per scenario cell. Two (the cards up to session 14) reported no falls for models that fall in 2 of 10

@@ -489,7 +489,8 @@ def finetune(cfg: TrainConfig, out: Path, difficulty: float, log: Callable[[str]
                        lambda v, phi=current: make_finetune_runner(cfg, v, phase1, student, phi),
                        history_length=cfg.history_length, fixed_difficulty=difficulty, log=log,
                        fault_focus=cfg.finetune_fault_focus, seed_offset=SEED_OFFSETS["phase3"] + block,
-                       after_load=use_current_phi, first_iteration=blocks[block - 1] if block else 0)
+                       after_load=use_current_phi, first_iteration=blocks[block - 1] if block else 0,
+                       env_cfg=cfg.finetune_env())
         if not cfg.readapt_iterations:
             continue
         tuned = torch.load(out / "phase3" / "checkpoint.pt", weights_only=True)["alg"]["actor_state_dict"]

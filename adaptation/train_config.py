@@ -83,6 +83,11 @@ class TrainConfig:
     finetune_entropy_coef: float | None = spec(None, range=(0.0, 1.0),
                                                doc="Phase 3: the entropy bonus (None: ppo.entropy_coef). 0 stops "
                                                    "the bonus widening the action noise while pi is fine-tuned.")
+    finetune_tracking_lin_vel: float | None = spec(None, range=(0.0, 100.0),
+                                                   doc="Phase 3: the weight of the linear-velocity tracking reward "
+                                                       "(None: env.reward.tracking_lin_vel), so that phase 3 can "
+                                                       "pay more for holding the command after a fault without "
+                                                       "retraining phases 1 and 2 on it.")
     readapt_iterations: int = spec(0, range=(0, 100000),
                                    doc="After phase 3: rsl_rl Distillation of phi, as in phase 2, on phase 3's pi "
                                        "(teacher: that pi on mu's z; student: that pi on phi's estimate), phi "
@@ -142,6 +147,13 @@ class TrainConfig:
         overrides = {"learning_rate": self.finetune_learning_rate, "schedule": self.finetune_schedule,
                      "entropy_coef": self.finetune_entropy_coef}
         return dataclasses.replace(self.ppo, **{k: v for k, v in overrides.items() if v is not None})
+
+    def finetune_env(self) -> EnvConfig:
+        """The env phase 3 trains in: `env`, with finetune_tracking_lin_vel if it is set."""
+        if self.finetune_tracking_lin_vel is None:
+            return self.env
+        reward = dataclasses.replace(self.env.reward, tracking_lin_vel=self.finetune_tracking_lin_vel)
+        return dataclasses.replace(self.env, reward=reward)
 
     def adapter_env(self) -> EnvConfig:
         """The env phase 2 trains in: `env`, with `adapter_episode_s` and the fault onsets scaled to it."""

@@ -171,7 +171,7 @@ def test_unknown_preset_is_refused():
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.schema import ConfigError
 
-    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'full_push', 'full_push_focus', 'full_push_focus_fixed', 'full_push_focus_readapt', 'full_push_focus_readapt100', 'full_push_focus_refit', 'full_push_focus_steady', 'full_replay', 'full_session9', 'full_track', 'smoke'\]"):
+    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'full_push', 'full_push_focus', 'full_push_focus_fixed', 'full_push_focus_readapt', 'full_push_focus_readapt100', 'full_push_focus_refit', 'full_push_focus_steady', 'full_replay', 'full_session9', 'full_track', 'full_track3', 'smoke'\]"):
         load_train_config("huge")
 
 
@@ -365,6 +365,21 @@ def test_the_refit_preset_is_full_push_focus_with_only_phi_refitted_and_the_base
     assert (base["readapt_iterations"], c["readapt_iterations"], c["readapt_every"]) == (0, 100, 0)
     assert c["robust_iterations"] == (c["phase1_iterations"] + c["phase2_iterations"] + c["finetune_iterations"]
                                       + c["readapt_iterations"])
+
+
+def test_the_track3_preset_is_full_with_phase_3_paying_more_for_tracking():
+    """`full_track3` differs from `full` only in phase 3's tracking weight: phases 1-2 and the robust baseline
+    train in `full`'s env, phase 3 in one whose linear-velocity tracking term weighs 3.0."""
+    from metaloco.adaptation.train_config import load_train_config
+    from metaloco.schema import to_dict
+
+    full, track3 = load_train_config("full"), load_train_config("full_track3")
+    base, candidate = to_dict(full), to_dict(track3)
+    assert {k for k in base if base[k] != candidate[k]} == {"name", "finetune_tracking_lin_vel"}
+    assert full.finetune_env() is full.env, "without the option phase 3 trains in env itself"
+    assert (track3.env.reward.tracking_lin_vel, track3.finetune_env().reward.tracking_lin_vel) == (1.5, 3.0)
+    assert to_dict(track3.finetune_env()) == {**to_dict(track3.env),
+                                              "reward": {**to_dict(track3.env.reward), "tracking_lin_vel": 3.0}}
 
 
 def test_phase3_takes_its_own_step_size_schedule_and_entropy_bonus(tmp_path):
