@@ -281,6 +281,11 @@ def run_phase(name: str, cfg: TrainConfig, out: Path, total_iterations: int,
     csv_path = folder / "progress.csv"
     seed_offset = SEED_OFFSETS[name] if seed_offset is None else seed_offset
     saved = torch.load(ckpt_path, weights_only=True) if ckpt_path.is_file() else {}
+    if saved and int(saved["iteration"]) >= total_iterations:  # finished: nothing to seed, simulate or train
+        it = int(saved["iteration"])
+        log(f"[{name}] done: iteration {it} of {total_iterations} in its checkpoint")
+        return PhaseResult(iterations=it, env_steps=it * cfg.num_envs * cfg.steps_per_env,
+                           wall_s=float(saved["wall_s"]), difficulty=float(saved["difficulty"]))
     base = cfg.seed + seed_offset
     resumed = int(saved.get("iteration", first_iteration)) - first_iteration  # iterations past the planned start
     seed = phase_seed(base, resumed)

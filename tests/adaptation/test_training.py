@@ -138,6 +138,8 @@ def test_training_resumes_from_its_checkpoint(tmp_path):
     assert len(changed) == 1 and changed[0].endswith("config.yaml: phase1_iterations: 1 -> 2"), changed
     assert any("[phase1] it 2/2" in line for line in lines)
     assert not any("[phase2] it" in line for line in lines)  # phase 2 was already done
+    assert "[phase2] done: iteration 1 of 1 in its checkpoint" in lines
+    assert not any(line.startswith("[phase2] resuming") for line in lines), "a finished phase is not resumed"
     assert torch.load(tmp_path / "phase1" / "checkpoint.pt", weights_only=True)["iteration"] == 2
 
 
