@@ -172,8 +172,13 @@ def test_a_fault_on_sim_events_moves_the_latent_and_the_policy_handles_adaptatio
     for joint in ("FR_upper_joint", "FR_lower_joint"):  # the whole front-right leg goes limp
         probe.events.publish(String(data=json.dumps({"kind": "fault", "joint": joint, "fault": {"mode": "limp"}})))
     wait_for(lambda: bridge.events_applied == 2, 5.0, "the bridge to apply both fault events")
-    time.sleep(2.0)
-    before, after = latents(t0, t1), latents(t1 + 0.5, time.monotonic())
+    # Counted in simulated time: on a loaded machine the simulator falls behind the wall clock, and 2 s of wall time
+    # could leave the adapter's 1 s history still mostly from before the fault.
+    sim_fault = bridge.sim.time_s
+    wait_for(lambda: bridge.sim.time_s - sim_fault >= 0.5, 20.0, "0.5 simulated seconds after the fault")
+    t_after = time.monotonic()
+    wait_for(lambda: bridge.sim.time_s - sim_fault >= 2.0, 20.0, "2 simulated seconds after the fault")
+    before, after = latents(t0, t1), latents(t_after, time.monotonic())
     assert len(before) >= 5 and len(after) >= 5, (len(before), len(after))
     spread = before.std(axis=0).mean() + 1e-9
     shift = np.linalg.norm(after.mean(axis=0) - before.mean(axis=0))
