@@ -4,9 +4,11 @@ A gate is fixed before the first candidate is judged by it, from the then shippe
 moved afterwards (models/a1/HISTORY.md says when each was fixed). `session19` was fixed from session 9's models
 (preset `full_session9`, named `full` then): a candidate had to track flat ground as the issue asks, fall no more
 often than they did, recover within 1 s in more fault episodes, and keep their mean return. The `full` preset's
-models (named `full_push_focus` then) passed it in session 25 and replaced them. `session26`, the gate candidates
-are judged by now, was fixed in session 26 from those models' figures, before any run was judged by it: a candidate
-must fall no more often than they do, recover within 1 s in as many fault episodes, and keep their mean return. A
+models (named `full_push_focus` then) passed it in session 25 and replaced them. `session26` was fixed in session 26
+from those models' figures, before any run was judged by it: a candidate must fall no more often than they do,
+recover within 1 s in as many fault episodes, and keep their mean return. `session32`, the gate candidates are
+judged by now, is `session26` counting only the recoveries that last (`Gate.lasting_only`), fixed in session 32 from
+the same models before any run was judged by it. A
 gate judges one method (`adaptive`, the one a robot runs) over a fixed list of scenarios, so that adding a scenario
 file does not move it. Its limits are counts at 10 episodes per scenario, the episodes it was fixed at; a run with
 another number of episodes scales them and is an indication, not the gate (`official` is false). So is a run on
@@ -54,6 +56,10 @@ class Gate:
     """Episodes of `recovery_scenarios` whose `recovery_time_s` is at most 1 s."""
     min_mean_return: float = 12.5
     """Mean of the scenarios' mean returns."""
+    lasting_only: bool = False
+    """Count only the recoveries that last (`model_card.unlasting_speeds`): from 1 s after the event the mean speed
+    stays within the 0.1 m/s tolerance of the command. `recovery_time_s` (DESIGN.md) also counts a robot that keeps
+    its speed for the first second after a fault and then nearly stops (session 32)."""
 
 
 GATES = {
@@ -65,9 +71,13 @@ GATES = {
     # 10-19: 1, 27, 15.55). As many recoveries and no more falls than they have, and their mean return less 2%, as
     # session 19 allowed.
     "session26": Gate(name="session26", max_falls=2, min_recovered=30, min_mean_return=15.3),
+    # Fixed in session 32 from the same models, before any run was judged by it: session 26's limits with only the
+    # recoveries that last counted. Those models' 30 of 50 include 2 limp-thigh episodes that keep their speed for
+    # a second and then nearly stop: 28 last (on episodes 10-19, 26 of their 27).
+    "session32": Gate(name="session32", max_falls=2, min_recovered=28, min_mean_return=15.3, lasting_only=True),
 }
 """Every gate by name, oldest first; the last is the one candidates are judged by now."""
-GATE = GATES["session26"]
+GATE = GATES["session32"]
 
 
 def judge(results: dict[str, tuple[dict, list[float | None]]], gate: Gate = GATE, first_episode: int = 0) -> dict:
@@ -101,6 +111,11 @@ def judge(results: dict[str, tuple[dict, list[float | None]]], gate: Gate = GATE
                         "tracking_error_mps": results[name][0]["tracking_error_mps"],
                         "recovered_within_1s": sum(r is not None and r <= RECOVERY_TARGET_S for r in results[name][1])}
                  for name in gate.scenarios}
+    lacking = [name for name in gate.recovery_scenarios if len(results[name]) < 3]
+    if gate.lasting_only and lacking:
+        raise ConfigError("gate", "results", f"gate {gate.name} counts only recoveries that last, so it needs each "
+                          f"episode's speed after the event (evaluate_episodes' settled_speed_mps); {lacking} "
+                          "have none")
     for name in gate.recovery_scenarios:
         if len(results[name]) > 2:
             scenario = load_scenario(config_dir() / "scenarios" / f"{name}.yaml")
@@ -108,7 +123,8 @@ def judge(results: dict[str, tuple[dict, list[float | None]]], gate: Gate = GATE
             scenarios[name]["not_lasting"] = len(unlasting_speeds(results[name][1], results[name][2], command))
     flat = scenarios[gate.flat_scenario]
     falls = sum(s["falls"] for s in scenarios.values())
-    recovered = sum(scenarios[name]["recovered_within_1s"] for name in gate.recovery_scenarios)
+    recovered = sum(scenarios[name]["recovered_within_1s"] - (scenarios[name]["not_lasting"] if gate.lasting_only else 0)
+                    for name in gate.recovery_scenarios)
     mean_return = sum(s["return_mean"] for s in scenarios.values()) / len(scenarios)
     flat_error = flat["tracking_error_mps"]
     max_falls = math.floor(gate.max_falls * scale)
@@ -120,7 +136,8 @@ def judge(results: dict[str, tuple[dict, list[float | None]]], gate: Gate = GATE
         {"check": f"{gate.flat_scenario} falls", "value": flat["falls"], "limit": "0", "passed": flat["falls"] == 0},
         {"check": f"falls over the {len(gate.scenarios)} scenarios", "value": falls, "limit": f"<= {max_falls}",
          "passed": falls <= max_falls},
-        {"check": f"episodes recovered within {RECOVERY_TARGET_S:g} s ({', '.join(gate.recovery_scenarios)})",
+        {"check": f"episodes recovered within {RECOVERY_TARGET_S:g} s{' and lasting' if gate.lasting_only else ''} "
+                  f"({', '.join(gate.recovery_scenarios)})",
          "value": f"{recovered} of {episodes * len(gate.recovery_scenarios)}", "limit": f">= {min_recovered}",
          "passed": recovered >= min_recovered},
         {"check": f"mean return over the {len(gate.scenarios)} scenarios", "value": round(mean_return, 3),
@@ -181,8 +198,10 @@ def format_verdict(verdict: dict) -> str:
     fleeting = sum(s.get("not_lasting", 0) for s in verdict["scenarios"].values())
     lines.append("")
     if fleeting:
-        lines.append(f"{fleeting} of the recoveries counted within 1 s do not last: from 1 s after the event the "
-                     f"speed is more than 0.1 m/s off the command (the check counts them, as recovery_time_s does)")
+        counted = ("the check does not count them" if GATES[verdict["gate"]].lasting_only
+                   else "the check counts them, as recovery_time_s does")
+        lines.append(f"{fleeting} of the recoveries within 1 s {'does' if fleeting == 1 else 'do'} not last: from 1 s "
+                     f"after the event the speed is more than 0.1 m/s off the command ({counted})")
     for c in verdict["checks"]:
         lines.append(f"{'ok  ' if c['passed'] else 'FAIL'} {c['check']}: {c['value']} (limit {c['limit']})")
     word = "PASS" if verdict["passed"] else "FAIL"

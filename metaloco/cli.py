@@ -303,9 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--first-episode", type=int, default=0,
                       help="index of the first episode (default 0; another gives fresh seeds, to confirm a candidate "
                            "chosen on the gate's own episodes: a confirmation, not the gate)")
-    gate.add_argument("--gate", default="session26", choices=["session19", "session26"],
-                      help="which gate (default session26, the one candidates are judged by now; session19 judged "
-                           "the models shipped until session 25)")
+    gate.add_argument("--gate", default="session32", choices=["session19", "session26", "session32"],
+                      help="which gate (default session32, the one candidates are judged by now: session26's limits "
+                           "counting only recoveries that last; session26 judged candidates in sessions 26-32, "
+                           "session19 the models shipped until session 25)")
     gate.add_argument("--latent-source", default="fused", choices=LATENT_SOURCES, help=LATENT_SOURCE_HELP)
     gate.add_argument("--workers", type=int, default=2, help="processes evaluating scenarios side by side")
     gate.add_argument("--json", action="store_true", help="print one JSON object as the last line")
