@@ -87,8 +87,9 @@ def judge(results: dict[str, tuple[dict, list[float | None]]], gate: Gate = GATE
         results: Per scenario name, the `eval` object and each episode's `recovery_time_s`
             (what `evaluate_episodes` returns), for every scenario of the gate and the same number of episodes;
             optionally a third element, each episode's (recovery_tolerance_mps, settled_speed_mps): each
-            scenario then also says how many counted recoveries do not last (`unlasting_speeds`; the check still
-            counts `recovery_time_s` as DESIGN.md defines it).
+            scenario then also says how many counted recoveries do not last (`unlasting_speeds`). A gate with
+            `lasting_only` needs it and leaves those out of its recovery check; the others count `recovery_time_s`
+            as DESIGN.md defines it.
         gate: The limits.
         first_episode: Index of the first episode evaluated (the gate's own are 0 to 9).
 
@@ -123,7 +124,7 @@ def judge(results: dict[str, tuple[dict, list[float | None]]], gate: Gate = GATE
             scenarios[name]["not_lasting"] = len(unlasting_speeds(results[name][1], results[name][2], command))
     flat = scenarios[gate.flat_scenario]
     falls = sum(s["falls"] for s in scenarios.values())
-    recovered = sum(scenarios[name]["recovered_within_1s"] - (scenarios[name]["not_lasting"] if gate.lasting_only else 0)
+    recovered = sum(scenarios[name]["recovered_within_1s"] - scenarios[name].get("not_lasting", 0) * gate.lasting_only
                     for name in gate.recovery_scenarios)
     mean_return = sum(s["return_mean"] for s in scenarios.values()) / len(scenarios)
     flat_error = flat["tracking_error_mps"]

@@ -160,8 +160,9 @@ def test_a_missed_recovery_says_by_how_much():
                   ("fr_knee_locked", "oracle"): [(float("inf"), 0.1), (float("inf"), None), (0.12, 0.4)]}
     line = targets_section(results, rows, None, None, None, shortfalls)[2]
     assert ("**NOT met**; by how much (medians over the episodes, against the 0.1 m/s tolerance, on a 0.5 m/s "
-            "command): adaptive would count as recovered within 1 s with a tolerance of 0.14 m/s, walks 0.36 m/s from 1 s "
-            "after the event; oracle falls before it would count as recovered in half or more of the episodes, walks 0.25 m/s from 1 s after the event)") in line
+            "command): adaptive would count as recovered within 1 s with a tolerance of 0.14 m/s, walks 0.36 m/s "
+            "from 1 s after the event; oracle falls before it would count as recovered in half or more of the "
+            "episodes, walks 0.25 m/s from 1 s after the event)") in line
     met = targets_section(_results(12.0, 10.0, 6.0, 12.5), rows, None, None, None, shortfalls)[2]
     assert "by how much" not in met, "a met target has no shortfall"
 
