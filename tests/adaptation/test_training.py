@@ -173,7 +173,7 @@ def test_unknown_preset_is_refused():
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.schema import ConfigError
 
-    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'full_push', 'full_push_focus', 'full_push_focus_fixed', 'full_push_focus_readapt', 'full_push_focus_readapt100', 'full_push_focus_refit', 'full_push_focus_steady', 'full_replay', 'full_session9', 'full_track', 'full_track3', 'smoke'\]"):
+    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'full_push', 'full_push_focus', 'full_push_focus_fixed', 'full_push_focus_readapt', 'full_push_focus_readapt100', 'full_push_focus_refit', 'full_push_focus_steady', 'full_replay', 'full_session9', 'full_track', 'full_track3', 'full_track3_focus', 'smoke'\]"):
         load_train_config("huge")
 
 
@@ -382,6 +382,9 @@ def test_the_track3_preset_is_full_with_phase_3_paying_more_for_tracking():
     assert (track3.env.reward.tracking_lin_vel, track3.finetune_env().reward.tracking_lin_vel) == (1.5, 3.0)
     assert to_dict(track3.finetune_env()) == {**to_dict(track3.env),
                                               "reward": {**to_dict(track3.env.reward), "tracking_lin_vel": 3.0}}
+    focus = to_dict(load_train_config("full_track3_focus"))
+    assert {k for k in base if base[k] != focus[k]} == {"name", "finetune_tracking_lin_vel", "finetune_fault_focus"}
+    assert (candidate["finetune_fault_focus"], focus["finetune_fault_focus"]) == (0.5, 1.0)
 
 
 def test_phase3_takes_its_own_step_size_schedule_and_entropy_bonus(tmp_path):
