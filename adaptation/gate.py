@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metaloco.adaptation.estimator import check_latent_source
-from metaloco.adaptation.model_card import RECOVERY_TARGET_S, run_jobs, unlasting_speeds
+from metaloco.adaptation.model_card import RECOVERY_TARGET_S, final_command_vx, run_jobs, unlasting_speeds
 from metaloco.paths import config_dir
 from metaloco.schema import ConfigError
 from metaloco.sim.scenario import load_scenario
@@ -119,8 +119,7 @@ def judge(results: dict[str, tuple[dict, list[float | None]]], gate: Gate = GATE
                           "have none")
     for name in gate.recovery_scenarios:
         if len(results[name]) > 2:
-            scenario = load_scenario(config_dir() / "scenarios" / f"{name}.yaml")
-            command = float(scenario.command_at(scenario.duration_s)[0])
+            command = final_command_vx(load_scenario(config_dir() / "scenarios" / f"{name}.yaml"))
             scenarios[name]["not_lasting"] = len(unlasting_speeds(results[name][1], results[name][2], command))
     flat = scenarios[gate.flat_scenario]
     falls = sum(s["falls"] for s in scenarios.values())

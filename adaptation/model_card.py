@@ -37,7 +37,7 @@ from metaloco.adaptation.runtime import BEFORE_PHASE3  # noqa: E402
 from metaloco.paths import config_dir  # noqa: E402
 from metaloco.schema import ConfigError, from_dict  # noqa: E402
 from metaloco.sim.mirror import MIRROR_SCREENS_HELD_OUT, SCREENED_SINCE  # noqa: E402
-from metaloco.sim.scenario import load_scenario  # noqa: E402
+from metaloco.sim.scenario import Scenario, load_scenario  # noqa: E402
 
 
 def held_out_reason(path: Path, cfg, mirrored_held_out: bool = False) -> str | None:
@@ -146,6 +146,11 @@ def shortfall(episodes: list[tuple[float | None, float | None]]) -> str:
     return ", ".join(parts) if parts else "not measured"
 
 
+def final_command_vx(scenario: Scenario) -> float:
+    """The forward speed a scenario commands at its end: what a recovery after its last event is held to."""
+    return float(scenario.command_at(scenario.duration_s)[0])
+
+
 def unlasting_speeds(recoveries: list[float | None], shortfalls: list[tuple[float | None, float | None]],
                      command: float) -> list[float]:
     """The speeds, from 1 s after the event, of the episodes counted as recovered within 1 s that do not stay
@@ -187,16 +192,15 @@ def targets_section(results: dict, rows: list, undamaged: dict | None = None, be
         ok = nominal["tracking_error_mps"] is not None and nominal["tracking_error_mps"] <= 0.1 and nominal["falls"] == 0
         lines.append(f"- Nominal flat ground tracks 0.5 m/s within 0.1 m/s, no falls: **{'met' if ok else 'NOT met'}** "
                      f"(tracking error {_fmt(nominal['tracking_error_mps'])} m/s, {nominal['falls']} falls).")
-    event_scenarios = [name for name, _ in rows if load_scenario(config_dir() / "scenarios" / f"{name}.yaml").events]
-    for name in event_scenarios:
+    loaded = {name: load_scenario(config_dir() / "scenarios" / f"{name}.yaml") for name, _ in rows}
+    for name in [name for name, scenario in loaded.items() if scenario.events]:
         a, o = results[(name, "adaptive")], results[(name, "oracle")]
         rec = a["recovery_time_s"]
         ratio = a["return_mean"] / o["return_mean"] if o["return_mean"] else float("nan")
         verdict_rec = "met" if rec is not None and rec <= RECOVERY_TARGET_S else "NOT met"
         verdict_ret = "met" if ratio >= 0.9 else "NOT met"
         line = f"- {name}: adaptive recovery {_fmt(rec)}{' s' if rec is not None else ''} (target <= 1.0: **{verdict_rec}**"
-        scenario = load_scenario(config_dir() / "scenarios" / f"{name}.yaml")
-        command = float(scenario.command_at(scenario.duration_s)[0])
+        command = final_command_vx(loaded[name])
         for method in ("adaptive", "oracle"):
             if (name, method) not in recoveries:
                 continue
