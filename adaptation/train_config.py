@@ -88,6 +88,9 @@ class TrainConfig:
                                                        "(None: env.reward.tracking_lin_vel), so that phase 3 can "
                                                        "pay more for holding the command after a fault without "
                                                        "retraining phases 1 and 2 on it.")
+    finetune_termination: float | None = spec(None, range=(-1000.0, 0.0),
+                                              doc="Phase 3: the reward once on a fall (None: env.reward.termination), "
+                                                  "so that phase 3 can price a fall against the tracking it pays.")
     readapt_iterations: int = spec(0, range=(0, 100000),
                                    doc="After phase 3: rsl_rl Distillation of phi, as in phase 2, on phase 3's pi "
                                        "(teacher: that pi on mu's z; student: that pi on phi's estimate), phi "
@@ -149,11 +152,12 @@ class TrainConfig:
         return dataclasses.replace(self.ppo, **{k: v for k, v in overrides.items() if v is not None})
 
     def finetune_env(self) -> EnvConfig:
-        """The env phase 3 trains in: `env`, with finetune_tracking_lin_vel if it is set."""
-        if self.finetune_tracking_lin_vel is None:
+        """The env phase 3 trains in: `env`, with finetune_tracking_lin_vel and finetune_termination where set."""
+        overrides = {"tracking_lin_vel": self.finetune_tracking_lin_vel, "termination": self.finetune_termination}
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if not overrides:
             return self.env
-        reward = dataclasses.replace(self.env.reward, tracking_lin_vel=self.finetune_tracking_lin_vel)
-        return dataclasses.replace(self.env, reward=reward)
+        return dataclasses.replace(self.env, reward=dataclasses.replace(self.env.reward, **overrides))
 
     def adapter_env(self) -> EnvConfig:
         """The env phase 2 trains in: `env`, with `adapter_episode_s` and the fault onsets scaled to it."""

@@ -173,7 +173,7 @@ def test_unknown_preset_is_refused():
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.schema import ConfigError
 
-    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'full_push', 'full_push_focus', 'full_push_focus_fixed', 'full_push_focus_readapt', 'full_push_focus_readapt100', 'full_push_focus_refit', 'full_push_focus_steady', 'full_replay', 'full_session9', 'full_track', 'full_track2', 'full_track3', 'full_track3_focus', 'smoke'\]"):
+    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'full_push', 'full_push_focus', 'full_push_focus_fixed', 'full_push_focus_readapt', 'full_push_focus_readapt100', 'full_push_focus_refit', 'full_push_focus_steady', 'full_replay', 'full_session9', 'full_track', 'full_track2', 'full_track3', 'full_track3_fall', 'full_track3_focus', 'smoke'\]"):
         load_train_config("huge")
 
 
@@ -388,6 +388,12 @@ def test_the_track3_preset_is_full_with_phase_3_paying_more_for_tracking():
     track2 = load_train_config("full_track2")
     assert {k for k in base if base[k] != to_dict(track2)[k]} == {"name", "finetune_tracking_lin_vel"}
     assert (track2.env.reward.tracking_lin_vel, track2.finetune_env().reward.tracking_lin_vel) == (1.5, 2.25)
+    fall = load_train_config("full_track3_fall")
+    assert {k for k in base if base[k] != to_dict(fall)[k]} == {"name", "finetune_tracking_lin_vel",
+                                                                 "finetune_termination"}
+    assert to_dict(fall.finetune_env()) == {**to_dict(fall.env), "reward": {
+        **to_dict(fall.env.reward), "tracking_lin_vel": 3.0, "termination": -20.0}}
+    assert fall.env.reward.termination == -5.0
 
 
 def test_phase3_takes_its_own_step_size_schedule_and_entropy_bonus(tmp_path):
