@@ -495,7 +495,7 @@ def finetune(cfg: TrainConfig, out: Path, difficulty: float, log: Callable[[str]
                        history_length=cfg.history_length, fixed_difficulty=difficulty, log=log,
                        fault_focus=cfg.finetune_fault_focus, seed_offset=SEED_OFFSETS["phase3"] + block,
                        after_load=use_current_phi, first_iteration=blocks[block - 1] if block else 0,
-                       env_cfg=cfg.finetune_env())
+                       env_cfg=cfg.finetune_env(), keep_every=cfg.finetune_keep_every)
         if not cfg.readapt_iterations:
             continue
         tuned = torch.load(out / "phase3" / "checkpoint.pt", weights_only=True)["alg"]["actor_state_dict"]

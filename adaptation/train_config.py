@@ -88,6 +88,10 @@ class TrainConfig:
                                                        "(None: env.reward.tracking_lin_vel), so that phase 3 can "
                                                        "pay more for holding the command after a fault without "
                                                        "retraining phases 1 and 2 on it.")
+    finetune_keep_every: int = spec(0, range=(0, 100000),
+                                    doc="Phase 3: also keep the checkpoint of every iteration divisible by this "
+                                        "under phase3/kept/ (0: none), to study phase 3's course; the training "
+                                        "is the same.")
     finetune_termination: float | None = spec(None, range=(-1000.0, 0.0),
                                               doc="Phase 3: the reward once on a fall (None: env.reward.termination), "
                                                   "so that phase 3 can price a fall against the tracking it pays.")

@@ -398,7 +398,8 @@ def test_the_track3_preset_is_full_with_phase_3_paying_more_for_tracking():
 
 def test_phase3_takes_its_own_step_size_schedule_and_entropy_bonus(tmp_path):
     """finetune_schedule/learning_rate/entropy_coef reach phase 3's PPO and leave phase 1's alone; a fixed
-    schedule keeps the step size through the updates (the adaptive one moves it after every mini-batch)."""
+    schedule keeps the step size through the updates (the adaptive one moves it after every mini-batch);
+    finetune_keep_every keeps phase 3's checkpoints."""
     from metaloco.adaptation.train import train
     from metaloco.adaptation.train_config import load_train_config
 
@@ -406,6 +407,7 @@ def test_phase3_takes_its_own_step_size_schedule_and_entropy_bonus(tmp_path):
     cfg.phase1_iterations, cfg.phase2_iterations, cfg.finetune_iterations, cfg.robust_iterations = 2, 1, 2, 0
     cfg.checkpoint_every = 1
     cfg.finetune_schedule, cfg.finetune_learning_rate, cfg.finetune_entropy_coef = "fixed", 3e-6, 0.0
+    cfg.finetune_keep_every = 2
     assert (cfg.finetune_ppo().schedule, cfg.finetune_ppo().learning_rate, cfg.finetune_ppo().entropy_coef) == (
         "fixed", 3e-6, 0.0)
     assert (cfg.ppo.schedule, cfg.ppo.learning_rate) == ("adaptive", 1e-3), "the overrides do not touch ppo"
@@ -414,6 +416,9 @@ def test_phase3_takes_its_own_step_size_schedule_and_entropy_bonus(tmp_path):
                ["optimizer_state_dict"]["param_groups"]} for ph in ("phase1", "phase3")}
     assert lr["phase3"] == {3e-6}, "two fixed-schedule updates kept the step size"
     assert lr["phase1"] != {1e-3}, "phase 1's adaptive schedule moved its step size"
+    kept = sorted(p.name for p in (tmp_path / "phase3" / "kept").iterdir())
+    assert kept == ["it_00002.pt"], "finetune_keep_every=2 keeps phase 3's iteration 2"
+    assert not (tmp_path / "phase1" / "kept").exists(), "and no other phase's"
     probe = _ProbeEnv(cfg)
     phase1 = torch.load(tmp_path / "phase1" / "checkpoint.pt", weights_only=True)["alg"]
     phase2 = torch.load(tmp_path / "phase2" / "checkpoint.pt", weights_only=True)["alg"]
