@@ -123,7 +123,8 @@ def judge(results: dict[str, tuple[dict, list[float | None]]], gate: Gate = GATE
             scenarios[name]["not_lasting"] = len(unlasting_speeds(results[name][1], results[name][2], command))
     flat = scenarios[gate.flat_scenario]
     falls = sum(s["falls"] for s in scenarios.values())
-    recovered = sum(scenarios[name]["recovered_within_1s"] - scenarios[name].get("not_lasting", 0) * gate.lasting_only
+    recovered = sum(scenarios[name]["recovered_within_1s"]
+                    - (scenarios[name].get("not_lasting", 0) if gate.lasting_only else 0)
                     for name in gate.recovery_scenarios)
     mean_return = sum(s["return_mean"] for s in scenarios.values()) / len(scenarios)
     flat_error = flat["tracking_error_mps"]
