@@ -173,7 +173,7 @@ def test_unknown_preset_is_refused():
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.schema import ConfigError
 
-    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'full_push', 'full_push_focus', 'full_push_focus_fixed', 'full_push_focus_readapt', 'full_push_focus_readapt100', 'full_push_focus_refit', 'full_push_focus_steady', 'full_replay', 'full_session9', 'full_track', 'full_track2', 'full_track3', 'full_track3_fall', 'full_track3_focus', 'smoke'\]"):
+    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'full_fall', 'full_push', 'full_push_focus', 'full_push_focus_fixed', 'full_push_focus_readapt', 'full_push_focus_readapt100', 'full_push_focus_refit', 'full_push_focus_steady', 'full_replay', 'full_session9', 'full_track', 'full_track2', 'full_track3', 'full_track3_fall', 'full_track3_focus', 'smoke'\]"):
         load_train_config("huge")
 
 
@@ -371,7 +371,9 @@ def test_the_refit_preset_is_full_push_focus_with_only_phi_refitted_and_the_base
 
 def test_the_track3_preset_is_full_with_phase_3_paying_more_for_tracking():
     """`full_track3` differs from `full` only in phase 3's tracking weight: phases 1-2 and the robust baseline
-    train in `full`'s env, phase 3 in one whose linear-velocity tracking term weighs 3.0."""
+    train in `full`'s env, phase 3 in one whose linear-velocity tracking term weighs 3.0. The other phase-3
+    diagnostics (`full_track3_focus`, `full_track2`, `full_track3_fall`, `full_fall`) differ from `full` only in
+    what they name."""
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.schema import to_dict
 
@@ -394,6 +396,10 @@ def test_the_track3_preset_is_full_with_phase_3_paying_more_for_tracking():
     assert to_dict(fall.finetune_env()) == {**to_dict(fall.env), "reward": {
         **to_dict(fall.env.reward), "tracking_lin_vel": 3.0, "termination": -20.0}}
     assert fall.env.reward.termination == -5.0
+    dear = load_train_config("full_fall")
+    assert {k for k in base if base[k] != to_dict(dear)[k]} == {"name", "finetune_termination"}
+    assert to_dict(dear.finetune_env()) == {**to_dict(dear.env), "reward": {**to_dict(dear.env.reward),
+                                                                             "termination": -20.0}}
 
 
 def test_phase3_takes_its_own_step_size_schedule_and_entropy_bonus(tmp_path):
