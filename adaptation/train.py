@@ -46,8 +46,8 @@ from metaloco.adaptation.curriculum import FaultFocus
 from metaloco.adaptation.networks import FROZEN_ESTIMATE, LatentEncoder, RMAActor, RMAStudent, encoder_input
 from metaloco.adaptation.prior import fit_prior
 from metaloco.adaptation.train_config import PPOConfig, TrainConfig, load_train_config
-from metaloco.adaptation.updates import (add_replay, add_task_loss, reuse_frozen_estimate, rollouts_on_one_thread,
-                                         skip_mirror_diagnostic)
+from metaloco.adaptation.updates import (FusedFeed, add_replay, add_task_loss, feed_fused_estimate,
+                                         reuse_frozen_estimate, rollouts_on_one_thread, skip_mirror_diagnostic)
 from metaloco.schema import ConfigError, from_dict, to_dict
 from metaloco.sim.env import EnvConfig
 from metaloco.sim.mirror import MIRROR_SCREENS_HELD_OUT
@@ -159,11 +159,13 @@ def adapter_state(student_state: dict) -> dict:
 
 
 def make_finetune_runner(cfg: TrainConfig, venv: SubprocVecEnv, phase1: dict, phase2: dict,
-                         adapter: dict | None = None):
+                         adapter: dict | None = None, prior=None):
     """An rsl_rl OnPolicyRunner for phase 3: pi (from phase 1) on phi's estimate (from phase 2, frozen).
 
     The critic starts from phase 1's and still sees the privileged vector; the optimiser starts afresh, with
     `cfg.finetune_ppo()` (the finetune_* overrides of `cfg.ppo`). `adapter` (phi's state) replaces phase 2's phi.
+    With `cfg.finetune_latent_feed` 'fused', pi is fed phi's estimate fused with `prior` (required then) by the
+    runner's `fused_feed`.
     """
     from rsl_rl.runners import OnPolicyRunner
 
@@ -204,7 +206,16 @@ def make_finetune_runner(cfg: TrainConfig, venv: SubprocVecEnv, phase1: dict, ph
         alg.update = update
         draw()
     skip_mirror_diagnostic(alg)
-    reuse_frozen_estimate(alg)
+    if cfg.finetune_latent_feed == "fused":
+        from metaloco.adaptation.evaluate import ADAPT_PERIOD_S
+
+        if prior is None:
+            raise ValueError("phase 3 on the fused estimate needs the latent prior")
+        every = max(1, int(round(ADAPT_PERIOD_S / venv.dt)))
+        runner.fused_feed = FusedFeed(prior, venv.num_envs, every, venv.dt, width=2 if cfg.symmetry else 1)
+        feed_fused_estimate(alg, runner.fused_feed)
+    else:
+        reuse_frozen_estimate(alg)
     return runner
 
 
@@ -473,7 +484,7 @@ def readapt_folder(target: int) -> str:
 
 
 def finetune(cfg: TrainConfig, out: Path, difficulty: float, log: Callable[[str], None],
-             done: Callable[[str, PhaseResult], None]) -> None:
+             done: Callable[[str, PhaseResult], None], prior=None) -> None:
     """Phase 3, in the blocks `cfg.finetune_blocks()`, each followed by a re-adaptation of phi when
     `cfg.readapt_iterations` is set; resumes wherever an earlier run stopped."""
     student = torch.load(out / "phase2" / "checkpoint.pt", weights_only=True)["alg"]
@@ -491,7 +502,7 @@ def finetune(cfg: TrainConfig, out: Path, difficulty: float, log: Callable[[str]
             runner.alg.actor.adapter.load_state_dict(phi)  # the checkpoint holds the phi of the block it ended
 
         r3 = run_phase("phase3", cfg, out, target,
-                       lambda v, phi=current: make_finetune_runner(cfg, v, phase1, student, phi),
+                       lambda v, phi=current: make_finetune_runner(cfg, v, phase1, student, phi, prior),
                        history_length=cfg.history_length, fixed_difficulty=difficulty, log=log,
                        fault_focus=cfg.finetune_fault_focus, seed_offset=SEED_OFFSETS["phase3"] + block,
                        after_load=use_current_phi, first_iteration=blocks[block - 1] if block else 0,
@@ -551,12 +562,16 @@ def train(preset: str | TrainConfig, out_dir: str | Path, log: Callable[[str], N
                    lambda v: make_distillation_runner(cfg, v, teacher), history_length=cfg.history_length,
                    fixed_difficulty=r1.difficulty, log=log, env_cfg=cfg.adapter_env())
     done("phase2", r2)
+    prior = None
+    if cfg.finetune_iterations > 0 and cfg.finetune_latent_feed == "fused":  # phase 3 fuses phi's estimate with it
+        prior = fit_latent_prior(cfg, teacher, r1.difficulty, out)
     if cfg.finetune_iterations > 0:
-        finetune(cfg, out, r1.difficulty, log, done)
+        finetune(cfg, out, r1.difficulty, log, done, prior)
     if cfg.robust_iterations > 0:
         rb = run_phase("robust", cfg, out, cfg.robust_iterations, lambda v: make_ppo_runner(cfg, v, rma=False), log=log)
         done("robust", rb)
-    prior = fit_latent_prior(cfg, teacher, r1.difficulty, out)
+    if prior is None:
+        prior = fit_latent_prior(cfg, teacher, r1.difficulty, out)
     log(f"[prior] fitted a {prior.dim}-d Gaussian to {prior.samples} training tasks")
     if export:
         from metaloco.adaptation.export import export_run

@@ -95,6 +95,13 @@ class TrainConfig:
     finetune_termination: float | None = spec(None, range=(-1000.0, 0.0),
                                               doc="Phase 3: the reward once on a fall (None: env.reward.termination), "
                                                   "so that phase 3 can price a fall against the tracking it pays.")
+    finetune_latent_feed: str = spec("raw", choices=("raw", "fused"),
+                                     doc="Phase 3: what pi is fed while it is fine-tuned. `raw`: phi's output at "
+                                         "every step. `fused`: what the adaptation node feeds it on the robot "
+                                         "(and `adaptive` in eval), phi's output fused with the prior "
+                                         "(estimator.LatentEstimator: clamped to the prior's gate, smoothed between "
+                                         "detected changes) and refreshed every 0.1 s, so that pi is trained on the "
+                                         "latents it will run on. The prior is then fitted before phase 3.")
     readapt_iterations: int = spec(0, range=(0, 100000),
                                    doc="After phase 3: rsl_rl Distillation of phi, as in phase 2, on phase 3's pi "
                                        "(teacher: that pi on mu's z; student: that pi on phi's estimate), phi "
@@ -192,6 +199,11 @@ class TrainConfig:
             raise ConfigError(source, key_of("readapt_every"),
                               f"{self.readapt_every} is set without readapt_iterations: it says how often to "
                               "re-adapt phi, readapt_iterations says for how long; set both or neither")
+        if self.finetune_latent_feed == "fused" and self.finetune_true_latent:
+            raise ConfigError(source, key_of("finetune_latent_feed"),
+                              f"'fused' is set with finetune_true_latent ({self.finetune_true_latent}): the fused "
+                              "feed filters phi's estimate over each episode, which iterations fed the true latent "
+                              "would interrupt; set finetune_true_latent: 0 or finetune_latent_feed: raw")
         g = self.adapter_gradient_length
         key = key_of("adapter_gradient_length")
         if g and self.adapter_replay:

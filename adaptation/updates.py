@@ -4,6 +4,8 @@
 - `add_replay`: phase 2 as DAgger with aggregation (Ross et al. 2011): phi learns from a `ReplayBuffer` of
   the student's rollouts instead of the newest one alone.
 - `reuse_frozen_estimate`: phase 3 computes the frozen phi's estimate once per update.
+- `feed_fused_estimate`: phase 3 feeds pi what the adaptation node would (`finetune_latent_feed: fused`), with
+  `FusedFeed`, the estimator's fusion with the prior batched over the environments.
 - `skip_mirror_diagnostic`: no second actor pass for rsl_rl's symmetry report.
 - `rollouts_on_one_thread`: rollouts on one torch thread, the update on all.
 
@@ -116,6 +118,101 @@ def reuse_frozen_estimate(alg) -> None:
             del obs[FROZEN_ESTIMATE]  # the next rollout's observations come without it
 
     alg.update = update_on_cached_estimate
+
+
+class FusedFeed:
+    """`estimator.LatentEstimator.update` for every environment at once, refreshed as `MethodPolicy` does.
+
+    Each row of `z_raw` (environments x `width` filters x latent) is clamped to the prior's gate, compared with its
+    filter's state (a jump beyond the change threshold restarts the filter from it) and smoothed with the same time
+    constant; an environment refreshes on the first step of its episode and every `every`-th step after, and holds
+    its latent in between. Numbers in float64, as the numpy estimator's. Rows are independent: `width` 2 runs a
+    second filter on the mirrored histories for rsl_rl's symmetry augmentation.
+    """
+
+    def __init__(self, prior, n_envs: int, every: int, dt: float, width: int = 1):
+        from metaloco.adaptation.estimator import LatentEstimator
+
+        reference = LatentEstimator(prior)
+        self.mean = torch.as_tensor(prior.mean, dtype=torch.float64)
+        self.precision = torch.as_tensor(prior.precision, dtype=torch.float64)
+        self.gate = float(reference.gate)
+        self.threshold = float(reference.change_threshold)
+        self.alpha = 1.0 - float(np.exp(-every * dt / reference.tau_s))
+        self.every = every
+        self.state = self.mean.repeat(n_envs, width, 1)
+        self.steps = torch.zeros(n_envs, dtype=torch.long)
+        self.started = torch.zeros(n_envs, 1, 1, dtype=torch.bool)
+        self.rollout: list[torch.Tensor] = []
+        """The latents pi was fed at each step of the current rollout (`feed_fused_estimate` fills and empties it)."""
+
+    def reset(self, done: torch.Tensor) -> None:
+        """Start the filters of the environments whose episode ended afresh (`done`: one flag per environment)."""
+        done = done.view(-1).bool()
+        self.state[done] = self.mean
+        self.steps[done] = 0
+        self.started[done] = False
+
+    def _d2(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("...i,ij,...j->...", x, self.precision, x)
+
+    def step(self, z_raw: torch.Tensor) -> torch.Tensor:
+        """One control step with phi's raw estimates (n_envs, width, latent); returns the latents pi is fed."""
+        self.steps += 1
+        due = ((self.steps % self.every == 1) | (self.every == 1)).view(-1, 1, 1)
+        z_raw = z_raw.to(torch.float64)
+        d2 = self._d2(z_raw - self.mean).unsqueeze(-1)
+        scale = torch.where(d2 > self.gate, torch.sqrt(self.gate / d2), torch.ones_like(d2))
+        z = torch.where(torch.isfinite(d2), self.mean + (z_raw - self.mean) * scale, self.state)
+        diff = z - self.state
+        change = self.started & (torch.sqrt(self._d2(diff).clamp(min=0.0)).unsqueeze(-1) > self.threshold)
+        fused = torch.where(~self.started | change, z, self.state + self.alpha * diff)
+        self.state = torch.where(due, fused, self.state)
+        self.started = self.started | due
+        return self.state.clone()
+
+
+def feed_fused_estimate(alg, feed: FusedFeed) -> None:
+    """Phase 3 on the fused estimate: in the rollout pi acts on `feed`'s latents, and the update reads the same
+    latents back (in place of `reuse_frozen_estimate`'s phi(history)), so each sample's action and its log-prob
+    in the update come from one latent. With symmetry augmentation the feed runs a second filter on phi of the
+    mirrored histories, laid beside the first as `rsl_rl_augmentation` expects its `FROZEN_ESTIMATE` pair.
+    """
+    from tensordict import TensorDict
+
+    actor, act, process_env_step, update = alg.actor, alg.act, alg.process_env_step, alg.update
+    fed = feed.rollout
+
+    def act_on_fused(obs):
+        seen = TensorDict({"history": obs["history"], "privileged": obs["privileged"]}, batch_size=obs.batch_size)
+        with torch.no_grad():
+            if alg.symmetry is not None:
+                seen, _ = alg.symmetry.data_augmentation_func(obs=seen)
+                z_raw = torch.stack(actor.estimate(seen).chunk(2), dim=1)  # (envs, 2, latent): phi(h), phi(mirrored h)
+            else:
+                z_raw = actor.estimate(seen).unsqueeze(1)
+        latent = feed.step(z_raw).to(obs["history"].dtype).flatten(1)
+        fed.append(latent)
+        with_latent = obs.copy()
+        with_latent[FROZEN_ESTIMATE] = latent
+        actions = act(with_latent)
+        alg.transition.observations = obs  # the storage holds the env's groups; the latent waits in feed.rollout
+        return actions
+
+    def process_and_reset(obs, rewards, dones, extras):
+        process_env_step(obs, rewards, dones, extras)
+        feed.reset(dones)
+
+    def update_on_fed_latents() -> dict[str, float]:
+        obs = alg.storage.observations
+        obs[FROZEN_ESTIMATE] = torch.stack(fed)
+        try:
+            return update()
+        finally:
+            del obs[FROZEN_ESTIMATE]
+            fed.clear()
+
+    alg.act, alg.process_env_step, alg.update = act_on_fused, process_and_reset, update_on_fed_latents
 
 
 class ReplayBuffer:

@@ -97,3 +97,46 @@ def test_the_policy_is_fed_the_fused_estimate_or_the_raw_one_as_asked():
     bad = est.update(np.full(8, np.nan), 0.3)  # a non-finite output never reaches the policy
     np.testing.assert_array_equal(policy_latent(bad, "raw"), bad.latent)
     assert np.all(np.isfinite(policy_latent(bad, "raw")))
+
+
+def test_phase_3s_batched_fusion_is_the_estimator_refreshed_as_adaptive_is():
+    """FusedFeed (phase 3 with `finetune_latent_feed: fused`) gives, for every environment and filter, the latents
+    `MethodPolicy` feeds pi: LatentEstimator.update on the first step of an episode and every `every`-th after, held
+    in between, restarted on a reset; through clamping, a detected change and a non-finite estimate."""
+    import torch
+
+    from metaloco.adaptation.updates import FusedFeed
+
+    prior = make_prior()
+    rng = np.random.default_rng(3)
+    n, width, every, dt, steps = 5, 2, 5, 0.02, 60
+    z = prior.mean + rng.normal(size=(steps, n, width, prior.dim)) * 0.3
+    z[10:, 1] += 3.0  # a jump: a detected change
+    z[20:25, 2] *= 40.0  # far outside the prior: clamped
+    z[31, 3, 0, 2] = np.nan  # a non-finite estimate keeps the filter's state
+    resets = {17: [0, 4], 40: [1]}
+    feed = FusedFeed(prior, n, every, dt, width=width)
+    reference = [[LatentEstimator(prior) for _ in range(width)] for _ in range(n)]
+    count, held = np.zeros(n, dtype=int), np.tile(prior.mean, (n, width, 1))
+    changes = clamps = 0
+    for t in range(steps):
+        got = feed.step(torch.as_tensor(z[t])).numpy()
+        for e in range(n):
+            count[e] += 1
+            if count[e] % every == 1:
+                for w in range(width):
+                    est = reference[e][w].update(z[t, e, w], count[e] * dt)
+                    held[e, w] = est.latent
+                    changes += est.change_detected
+                    clamps += est.clamped
+        np.testing.assert_allclose(got, held, rtol=0, atol=1e-12, err_msg=f"step {t}")
+        done = torch.zeros(n, dtype=torch.bool)
+        for e in resets.get(t, []):
+            done[e] = True
+            count[e] = 0
+            held[e] = prior.mean
+            for est in reference[e]:
+                est.reset()
+        feed.reset(done)
+    assert changes and clamps, "the sequence exercised a detected change and the clamp"
+    assert np.all(np.isfinite(held))

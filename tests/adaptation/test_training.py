@@ -173,7 +173,7 @@ def test_unknown_preset_is_refused():
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.schema import ConfigError
 
-    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'full_fall', 'full_push', 'full_push_focus', 'full_push_focus_fixed', 'full_push_focus_readapt', 'full_push_focus_readapt100', 'full_push_focus_refit', 'full_push_focus_steady', 'full_replay', 'full_session9', 'full_track', 'full_track2', 'full_track3', 'full_track3_fall', 'full_track3_focus', 'smoke'\]"):
+    with pytest.raises(ConfigError, match=r"unknown training preset 'huge'; known presets are \['full', 'full_fall', 'full_fused', 'full_push', 'full_push_focus', 'full_push_focus_fixed', 'full_push_focus_readapt', 'full_push_focus_readapt100', 'full_push_focus_refit', 'full_push_focus_steady', 'full_replay', 'full_session9', 'full_track', 'full_track2', 'full_track3', 'full_track3_fall', 'full_track3_focus', 'smoke'\]"):
         load_train_config("huge")
 
 
@@ -372,8 +372,8 @@ def test_the_refit_preset_is_full_push_focus_with_only_phi_refitted_and_the_base
 def test_the_track3_preset_is_full_with_phase_3_paying_more_for_tracking():
     """`full_track3` differs from `full` only in phase 3's tracking weight: phases 1-2 and the robust baseline
     train in `full`'s env, phase 3 in one whose linear-velocity tracking term weighs 3.0. The other phase-3
-    diagnostics (`full_track3_focus`, `full_track2`, `full_track3_fall`, `full_fall`) differ from `full` only in
-    what they name."""
+    diagnostics (`full_track3_focus`, `full_track2`, `full_track3_fall`, `full_fall`, `full_fused`) differ from
+    `full` only in what they name."""
     from metaloco.adaptation.train_config import load_train_config
     from metaloco.schema import to_dict
 
@@ -400,6 +400,9 @@ def test_the_track3_preset_is_full_with_phase_3_paying_more_for_tracking():
     assert {k for k in base if base[k] != to_dict(dear)[k]} == {"name", "finetune_termination"}
     assert to_dict(dear.finetune_env()) == {**to_dict(dear.env), "reward": {**to_dict(dear.env.reward),
                                                                              "termination": -20.0}}
+    fused = load_train_config("full_fused")
+    assert {k for k in base if base[k] != to_dict(fused)[k]} == {"name", "finetune_latent_feed"}
+    assert (full.finetune_latent_feed, fused.finetune_latent_feed) == ("raw", "fused")
 
 
 def test_phase3_takes_its_own_step_size_schedule_and_entropy_bonus(tmp_path):
@@ -497,3 +500,62 @@ def test_a_bad_extends_names_the_file_and_what_was_expected(tmp_path, extends, p
     with pytest.raises(ConfigError, match=problem) as err:
         load_train_config(str(path))
     assert str(path) in str(err.value)
+
+
+def test_phase3_on_the_fused_estimate_acts_and_updates_on_the_same_latents(smoke_run):
+    """`finetune_latent_feed: fused`: in the rollout pi acts on the fused latents (not phi's raw output), the
+    storage keeps the env's groups only, the update reads the rollout's latents back (so each stored log-prob is
+    that of the latent the action was drawn with), and an ended episode restarts its filters."""
+    from tensordict import TensorDict
+
+    from metaloco.adaptation.networks import FROZEN_ESTIMATE
+    from metaloco.adaptation.prior import LatentPrior
+    from metaloco.adaptation.train_config import load_train_config
+    from metaloco.sim.vec_env import SubprocVecEnv
+
+    cfg = load_train_config("smoke")
+    cfg.finetune_latent_feed, cfg.symmetry, cfg.steps_per_env = "fused", True, 110  # episodes end at step 100
+    phase1 = torch.load(smoke_run / "phase1" / "checkpoint.pt", weights_only=True)["alg"]
+    phase2 = torch.load(smoke_run / "phase2" / "checkpoint.pt", weights_only=True)["alg"]
+    with pytest.raises(ValueError, match="needs the latent prior"):
+        make_finetune_runner(cfg, _ProbeEnv(cfg), phase1, phase2)
+    venv = SubprocVecEnv(cfg.env, cfg.num_envs, 1, seed=0, history_length=cfg.history_length)
+    try:
+        runner = make_finetune_runner(cfg, venv, phase1, phase2, prior=LatentPrior.load(smoke_run / "prior.json"))
+        alg, feed = runner.alg, runner.fused_feed
+        assert feed.every == 5 and feed.state.shape == (cfg.num_envs, 2, cfg.latent_dim)
+        obs = venv.get_observations()
+        with torch.no_grad():
+            for _ in range(cfg.steps_per_env):
+                actions = alg.act(obs)
+                assert FROZEN_ESTIMATE not in alg.transition.observations.keys()
+                obs, rewards, dones, extras = venv.step(actions)
+                alg.process_env_step(obs, rewards, dones, extras)
+            assert bool((feed.steps < cfg.steps_per_env).all()), "every env's episode ended and its filter restarted"
+            stored = alg.storage.observations.flatten(0, 1)
+            fed = torch.stack(feed.rollout).flatten(0, 1)
+            raw = alg.actor.estimate(TensorDict({"history": stored["history"]}, batch_size=stored.batch_size))
+            assert not torch.allclose(fed[:, :cfg.latent_dim], raw, atol=1e-3), "pi is fed the fused latent, not phi's"
+            replay = stored.clone()
+            replay[FROZEN_ESTIMATE] = fed
+            alg.actor(replay, stochastic_output=True)
+            log_prob = alg.actor.get_output_log_prob(alg.storage.actions.flatten(0, 1))
+            torch.testing.assert_close(log_prob.view(-1), alg.storage.actions_log_prob.view(-1), atol=1e-5, rtol=0)
+            alg.compute_returns(obs)
+        alg.update()
+        assert feed.rollout == [] and FROZEN_ESTIMATE not in alg.storage.observations.keys()
+    finally:
+        venv.close()
+
+
+def test_the_fused_feed_with_true_latent_iterations_is_refused(tmp_path):
+    from metaloco.adaptation.train_config import load_train_config
+    from metaloco.schema import ConfigError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("extends: full_fused\nname: bad\nfinetune_true_latent: 0.2\n")
+    with pytest.raises(ConfigError, match=r"finetune_latent_feed.*'fused' is set with finetune_true_latent \(0.2\)"):
+        load_train_config(str(bad))
+    bad.write_text("name: bad\nfinetune_latent_feed: filtered\n")
+    with pytest.raises(ConfigError, match=r"finetune_latent_feed.*'filtered'.*\['raw', 'fused'\]"):
+        load_train_config(str(bad))
