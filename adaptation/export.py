@@ -12,6 +12,7 @@ is everything a node needs to run the policy.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -113,7 +114,10 @@ def export_run(run: str | Path, out: str | Path) -> Path:
     student = phase2_student = distill.alg.student
     policy = actor
     if cfg.finetune_iterations > 0:  # phase 3 fine-tuned pi on phi's estimate: that pi is the one shipped
-        finetune = make_finetune_runner(cfg, probe, phase1["alg"], distill.alg.save())
+        # the runner only gives the checkpoint its layout: what pi was fed in training (finetune_latent_feed) is
+        # not part of it, and the fused feed would need the environments' time step, which the probe lacks
+        layout = dataclasses.replace(cfg, finetune_latent_feed="raw")
+        finetune = make_finetune_runner(layout, probe, phase1["alg"], distill.alg.save())
         finetune.alg.load(torch.load(run / "phase3" / "checkpoint.pt", weights_only=True)["alg"], None, strict=True)
         policy = finetune.alg.get_policy()
     if cfg.readapt_iterations:  # and phi re-adapted to it: that phi is the one shipped

@@ -559,3 +559,18 @@ def test_the_fused_feed_with_true_latent_iterations_is_refused(tmp_path):
     bad.write_text("name: bad\nfinetune_latent_feed: filtered\n")
     with pytest.raises(ConfigError, match=r"finetune_latent_feed.*'filtered'.*\['raw', 'fused'\]"):
         load_train_config(str(bad))
+
+
+def test_a_run_trained_on_the_fused_estimate_exports_and_runs(tmp_path):
+    """The smoke preset with phase 3 on the fused feed trains end to end and exports a policy onnxruntime runs."""
+    from metaloco.adaptation.train import train
+    from metaloco.adaptation.train_config import load_train_config
+
+    cfg = load_train_config("smoke")
+    cfg.finetune_latent_feed, cfg.robust_iterations = "fused", 1
+    lines: list[str] = []
+    train(cfg, tmp_path, log=lines.append)
+    assert (tmp_path / "prior.json").is_file() and any(line.startswith("[export]") for line in lines)
+    policy = load_policy(tmp_path / "export", load_robot("a1"))
+    action = policy(np.zeros(policy.obs_dim, dtype=np.float32), np.zeros(cfg.latent_dim))
+    assert action.shape[-1] == policy.n_actions and np.all(np.isfinite(action))
