@@ -12,8 +12,9 @@ Every update takes z_hat = phi(history) and:
    weak or locked and the others are not.
 
 What the policy is fed (`policy_latent`, `latent_source`): the fused estimate (the default, DESIGN.md's
-`adaptive`), or the adapter's raw output, which a phase-3 policy was fine-tuned on. Either way the fused estimate
-says what the estimator concluded (change, confidence, suspected joint).
+`adaptive`), or the adapter's raw output, which a phase-3 policy is fine-tuned on unless its preset sets
+`finetune_latent_feed: fused`. Either way the fused estimate says what the estimator concluded (change, confidence,
+suspected joint).
 
 Numpy only: it runs in the adaptation node on the robot.
 """
@@ -110,8 +111,8 @@ class LatentEstimator:
 
 LATENT_SOURCES = ("fused", "raw")
 """What a policy is fed: 'fused', the estimate fused with the prior (clamped to its gate, smoothed between
-changes; the default), or 'raw', the adapter's output as it is. Phase 3 fine-tunes pi on the raw output, so a
-phase-3 policy fed the fused one runs on latents it was not trained on. Measured on the shipped phase-3 models
+changes; the default), or 'raw', the adapter's output as it is. Phase 3 fine-tunes pi on the raw output by default
+(`finetune_latent_feed`), so such a phase-3 policy fed the fused one runs on latents it was not trained on. Measured on the shipped phase-3 models
 (models/a1/HISTORY.md, session 26): the raw feed recovers from a limp rear thigh within 1 s in 10 of 10 episodes
 (fused: 2) but scores about 7% less return on random tasks of the training family, below `nominal` there."""
 

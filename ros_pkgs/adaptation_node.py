@@ -7,7 +7,7 @@ reads the history, `LatentEstimator` fuses its raw estimate with the simulator p
 (`prior.json`), and the node publishes a latent on `adaptation/latent` and what the
 estimator concluded (change detected, confidence, suspected joint) on `adaptation/status`. Which
 latent (`latent_source`, see estimator.LATENT_SOURCES): the fused estimate by default, or the adapter's
-raw output, which a phase-3 policy was fine-tuned on.
+raw output, which a phase-3 policy is fine-tuned on unless its preset sets `finetune_latent_feed: fused`.
 
 It is a side branch: the policy loop never waits for it. If this node stops, the policy keeps the
 last latent it received and says so in its diagnostics; a policy fine-tuned on this node's estimate
