@@ -3,14 +3,14 @@
 - `add_task_loss`: phase 1 also fits mu and a task decoder, so that z keeps the task (the fault) in it.
 - `add_replay`: phase 2 as DAgger with aggregation (Ross et al. 2011): phi learns from a `ReplayBuffer` of
   the student's rollouts instead of the newest one alone.
-- `reuse_frozen_estimate`: phase 3 computes the frozen phi's estimate once per update.
 - `feed_fused_estimate`: phase 3 feeds pi what the adaptation node would (`finetune_latent_feed: fused`), with
   `FusedFeed`, the estimator's fusion with the prior batched over the environments.
+- `reuse_frozen_estimate`: phase 3 computes the frozen phi's estimate once per update.
 - `skip_mirror_diagnostic`: no second actor pass for rsl_rl's symmetry report.
 - `rollouts_on_one_thread`: rollouts on one torch thread, the update on all.
 
-The last three change no trained number (tests/adaptation/test_train_threads.py); the first two are training
-choices of the preset (`task_loss_weight`, `adapter_replay`).
+The last three change no trained number (tests/adaptation/test_train_threads.py); the first three are training
+choices of the preset (`task_loss_weight`, `adapter_replay`, `finetune_latent_feed`).
 """
 
 from __future__ import annotations
