@@ -1,4 +1,5 @@
-"""What metaloco changes in rsl_rl's updates. Each function wraps `alg.update` of an rsl_rl algorithm instance.
+"""What metaloco changes in rsl_rl's updates. Each function wraps `alg.update` of an rsl_rl algorithm instance
+(`feed_fused_estimate` also its `act` and `process_env_step`).
 
 - `add_task_loss`: phase 1 also fits mu and a task decoder, so that z keeps the task (the fault) in it.
 - `add_replay`: phase 2 as DAgger with aggregation (Ross et al. 2011): phi learns from a `ReplayBuffer` of
