@@ -28,6 +28,22 @@ import numpy as np
 from metaloco.adaptation.prior import LatentPrior
 from metaloco.schema import ConfigError
 
+ADAPT_PERIOD_S = 0.1
+"""The adaptation module's period (RMA runs it at ~10 Hz): `adaptive` in eval and phase 3 on the fused feed
+refresh the latent at it."""
+
+
+def adapt_every(dt: float) -> int:
+    """Control steps of `dt` s per refresh of the latent (ADAPT_PERIOD_S)."""
+    return max(1, int(round(ADAPT_PERIOD_S / dt)))
+
+
+def refresh_due(steps, every: int):
+    """Whether the latent is refreshed at control step `steps` (1 = an episode's first; an int or a tensor of
+    them): on the first step and every `every`-th after."""
+    return (steps % every == 1) | (every == 1)
+
+
 CHI2_999 = {2: 13.8, 4: 18.5, 6: 22.5, 8: 26.1, 12: 32.9, 16: 39.3}
 
 
@@ -112,9 +128,10 @@ class LatentEstimator:
 LATENT_SOURCES = ("fused", "raw")
 """What a policy is fed: 'fused', the estimate fused with the prior (clamped to its gate, smoothed between
 changes; the default), or 'raw', the adapter's output as it is. Phase 3 fine-tunes pi on the raw output by default
-(`finetune_latent_feed`), so such a phase-3 policy fed the fused one runs on latents it was not trained on. Measured on the shipped phase-3 models
-(models/a1/HISTORY.md, session 26): the raw feed recovers from a limp rear thigh within 1 s in 10 of 10 episodes
-(fused: 2) but scores about 7% less return on random tasks of the training family, below `nominal` there."""
+(`finetune_latent_feed`), so such a phase-3 policy fed the fused one runs on latents it was not trained on.
+Measured on the shipped phase-3 models (models/a1/HISTORY.md, session 26): the raw feed recovers from a limp rear
+thigh within 1 s in 10 of 10 episodes (fused: 2) but scores about 7% less return on random tasks of the training
+family, below `nominal` there."""
 
 
 def check_latent_source(source: str) -> str:

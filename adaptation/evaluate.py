@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from metaloco.adaptation.estimator import LatentEstimator, check_latent_source, policy_latent
+from metaloco.adaptation.estimator import (ADAPT_PERIOD_S, LatentEstimator, adapt_every, check_latent_source,
+                                           policy_latent, refresh_due)
 from metaloco.adaptation.metrics import (EpisodeSeries, episode_metrics, standard_error, stride_average,
                                          summarize)
 from metaloco.adaptation.prior import LatentPrior
@@ -36,8 +37,6 @@ from metaloco.sim.history import ObsHistory
 from metaloco.sim.scenario import Scenario, load_scenario, run_scenario
 
 METHODS = ("adaptive", "nominal", "robust", "oracle")
-ADAPT_PERIOD_S = 0.1
-"""The adaptation module's period (RMA runs it at ~10 Hz)."""
 
 
 class MethodPolicy:
@@ -55,7 +54,7 @@ class MethodPolicy:
         self.latents: list[np.ndarray] = []
         self.steps = 0
         self.dt = dt
-        self.adapt_every = max(1, int(round(ADAPT_PERIOD_S / dt)))
+        self.adapt_every = adapt_every(dt)
         if method == "adaptive":
             self.adapter = load_adapter(model_dir, self.policy)
             self.history = ObsHistory(self.adapter.history_length, self.policy.obs_dim)
@@ -72,7 +71,7 @@ class MethodPolicy:
             return self.robust(obs)
         if self.method == "adaptive":
             self.history.push(obs)
-            if self.steps % self.adapt_every == 1 or self.adapt_every == 1:
+            if refresh_due(self.steps, self.adapt_every):
                 estimate = self.estimator.update(self.adapter(self.history.array()), self.steps * self.dt)
                 self.latent = policy_latent(estimate, self.latent_source)
         elif self.method == "oracle":

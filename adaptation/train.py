@@ -43,6 +43,7 @@ import yaml
 
 from metaloco.adaptation import numerics
 from metaloco.adaptation.curriculum import FaultFocus
+from metaloco.adaptation.estimator import adapt_every
 from metaloco.adaptation.networks import FROZEN_ESTIMATE, LatentEncoder, RMAActor, RMAStudent, encoder_input
 from metaloco.adaptation.prior import fit_prior
 from metaloco.adaptation.train_config import PPOConfig, TrainConfig, load_train_config
@@ -169,6 +170,8 @@ def make_finetune_runner(cfg: TrainConfig, venv: SubprocVecEnv, phase1: dict, ph
     """
     from rsl_rl.runners import OnPolicyRunner
 
+    if cfg.finetune_latent_feed == "fused" and prior is None:
+        raise ValueError("phase 3 on the fused estimate needs the latent prior")
     actor = _actor_cfg(cfg, rma=False)
     actor.update(class_name=RMAStudent, latent_dim=cfg.latent_dim, history_length=cfg.history_length,
                  channels=cfg.adapter_channels)
@@ -207,12 +210,8 @@ def make_finetune_runner(cfg: TrainConfig, venv: SubprocVecEnv, phase1: dict, ph
         draw()
     skip_mirror_diagnostic(alg)
     if cfg.finetune_latent_feed == "fused":
-        from metaloco.adaptation.evaluate import ADAPT_PERIOD_S
-
-        if prior is None:
-            raise ValueError("phase 3 on the fused estimate needs the latent prior")
-        every = max(1, int(round(ADAPT_PERIOD_S / venv.dt)))
-        runner.fused_feed = FusedFeed(prior, venv.num_envs, every, venv.dt, width=2 if cfg.symmetry else 1)
+        runner.fused_feed = FusedFeed(prior, venv.num_envs, adapt_every(venv.dt), venv.dt,
+                                      width=2 if cfg.symmetry else 1)
         feed_fused_estimate(alg, runner.fused_feed)
     else:
         reuse_frozen_estimate(alg)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from metaloco.adaptation.estimator import LatentEstimator, refresh_due
 from metaloco.adaptation.networks import FROZEN_ESTIMATE
 from metaloco.adaptation.train_config import TrainConfig
 
@@ -132,8 +133,6 @@ class FusedFeed:
     """
 
     def __init__(self, prior, n_envs: int, every: int, dt: float, width: int = 1):
-        from metaloco.adaptation.estimator import LatentEstimator
-
         reference = LatentEstimator(prior)
         self.mean = torch.as_tensor(prior.mean, dtype=torch.float64)
         self.precision = torch.as_tensor(prior.precision, dtype=torch.float64)
@@ -160,7 +159,7 @@ class FusedFeed:
     def step(self, z_raw: torch.Tensor) -> torch.Tensor:
         """One control step with phi's raw estimates (n_envs, width, latent); returns the latents pi is fed."""
         self.steps += 1
-        due = ((self.steps % self.every == 1) | (self.every == 1)).view(-1, 1, 1)
+        due = refresh_due(self.steps, self.every).view(-1, 1, 1)
         z_raw = z_raw.to(torch.float64)
         d2 = self._d2(z_raw - self.mean).unsqueeze(-1)
         scale = torch.where(d2 > self.gate, torch.sqrt(self.gate / d2), torch.ones_like(d2))
